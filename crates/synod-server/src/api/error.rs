@@ -1,0 +1,111 @@
+//! The one place where errors become gRPC statuses, with etcd's exact codes and
+//! messages (clients match on the strings).
+
+use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
+use synod_storage::mvcc::MvccError;
+use tonic::{Code, Status};
+
+use crate::node::NodeError;
+
+/// Every error a client API call can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A key field is empty.
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// `ignore_value`/`ignore_lease` on a missing key, or an empty Txn op.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// `ignore_value` together with a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// `ignore_lease` together with a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// A Txn branch has more operations than `--max-txn-ops`.
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    /// A Txn branch writes one key twice.
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// The request exceeds `--max-request-bytes`.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    /// The revision asked for has been compacted.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    /// The revision asked for does not exist yet.
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// The lease named does not exist.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// The cluster could not carry out the request.
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    /// The RPC exists in the etcd API but synod does not serve it yet.
+    #[error("synod does not implement {0} yet")]
+    Unimplemented(&'static str),
+    /// A failure inside this node.
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl From<MvccError> for ApiError {
+    fn from(error: MvccError) -> Self {
+        match error {
+            MvccError::Compacted => ApiError::Compacted,
+            MvccError::FutureRevision => ApiError::FutureRevision,
+            MvccError::LeaseNotFound => ApiError::LeaseNotFound,
+            MvccError::KeyNotFound => ApiError::KeyNotFound,
+            MvccError::Store(error) => ApiError::Internal(error.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    /// The client-facing form of a refusal decided by the state machine.
+    pub fn from_apply(kind: i32) -> Self {
+        match ApplyErrorKind::try_from(kind) {
+            Ok(ApplyErrorKind::Compacted) => ApiError::Compacted,
+            Ok(ApplyErrorKind::FutureRevision) => ApiError::FutureRevision,
+            Ok(ApplyErrorKind::LeaseNotFound) => ApiError::LeaseNotFound,
+            Ok(ApplyErrorKind::KeyNotFound) => ApiError::KeyNotFound,
+            Ok(ApplyErrorKind::Unknown) | Err(_) => {
+                ApiError::Internal(format!("unknown apply error kind {kind}"))
+            }
+        }
+    }
+
+    fn code(&self) -> Code {
+        match self {
+            ApiError::EmptyKey
+            | ApiError::KeyNotFound
+            | ApiError::ValueProvided
+            | ApiError::LeaseProvided
+            | ApiError::TooManyOps
+            | ApiError::DuplicateKey
+            | ApiError::RequestTooLarge => Code::InvalidArgument,
+            ApiError::Compacted | ApiError::FutureRevision => Code::OutOfRange,
+            ApiError::LeaseNotFound => Code::NotFound,
+            ApiError::Node(NodeError::Forwarded(status)) => status.code(),
+            ApiError::Node(NodeError::Internal(_)) | ApiError::Internal(_) => Code::Internal,
+            ApiError::Node(_) => Code::Unavailable,
+            ApiError::Unimplemented(_) => Code::Unimplemented,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Self {
+        if let ApiError::Node(NodeError::Forwarded(status)) = error {
+            return status;
+        }
+        Status::new(error.code(), error.to_string())
+    }
+}
+
+/// Answers an RPC synod does not serve yet, naming it.
+pub fn unimplemented(rpc: &'static str) -> Status {
+    ApiError::Unimplemented(rpc).into()
+}

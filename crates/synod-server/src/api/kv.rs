@@ -1,0 +1,119 @@
+//! The etcd KV service: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! Reads are served from the local replica after a read barrier (or without one for
+//! serializable requests). Writes are validated here, then committed through Raft;
+//! the state machine's answer, including its refusals, comes back unchanged.
+
+use std::sync::Arc;
+
+use prost::Message;
+use synod_proto::etcdserverpb::kv_server::Kv;
+use synod_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::command_result::Result as Outcome;
+use synod_proto::synodpb::Command;
+use tonic::{Request, Response, Status};
+
+use super::error::ApiError;
+use super::header::stamp;
+use super::validate;
+use crate::node::Node;
+
+/// Serves the KV service of one node.
+pub struct KvService {
+    node: Arc<Node>,
+}
+
+impl KvService {
+    /// The KV service of `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    /// Proposes `op` and returns what the state machine produced for it.
+    async fn commit(&self, op: Op) -> Result<Outcome, ApiError> {
+        let command = Command { op: Some(op) };
+        if command.encoded_len() > self.node.limits.request_bytes_max {
+            return Err(ApiError::RequestTooLarge);
+        }
+        let result = self.node.propose(command).await?;
+        match result.result {
+            Some(Outcome::Error(error)) => Err(ApiError::from_apply(error.kind)),
+            Some(outcome) => Ok(outcome),
+            None => Err(ApiError::Internal("command produced no result".into())),
+        }
+    }
+
+    /// Serves a Range from the local replica.
+    pub async fn local_range(&self, request: &RangeRequest) -> Result<RangeResponse, ApiError> {
+        if !request.serializable {
+            self.node.read_barrier().await?;
+        }
+        let reader = self.node.reader.clone();
+        let request = request.clone();
+        let response = tokio::task::spawn_blocking(move || reader.range(&request))
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))??;
+        Ok(stamp(&self.node, response))
+    }
+}
+
+fn unexpected(outcome: &Outcome) -> ApiError {
+    ApiError::Internal(format!("unexpected command result {outcome:?}"))
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<RangeRequest>,
+    ) -> Result<Response<RangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_range(&request)?;
+        Ok(Response::new(self.local_range(&request).await?))
+    }
+
+    async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_put(&request)?;
+        match self.commit(Op::Put(request)).await? {
+            Outcome::Put(response) => Ok(Response::new(stamp(&self.node, response))),
+            other => Err(unexpected(&other).into()),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_delete(&request)?;
+        match self.commit(Op::DeleteRange(request)).await? {
+            Outcome::DeleteRange(response) => Ok(Response::new(stamp(&self.node, response))),
+            other => Err(unexpected(&other).into()),
+        }
+    }
+
+    async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let request = request.into_inner();
+        validate::check_txn(&request, self.node.limits.txn_ops_max)?;
+        match self.commit(Op::Txn(request)).await? {
+            Outcome::Txn(response) => Ok(Response::new(stamp(&self.node, response))),
+            other => Err(unexpected(&other).into()),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let request = request.into_inner();
+        match self.commit(Op::Compaction(request)).await? {
+            Outcome::Compaction(response) => Ok(Response::new(stamp(&self.node, response))),
+            other => Err(unexpected(&other).into()),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The client API: one module per etcd service, one place for errors and one for
+//! request validation.
+
+pub mod cluster;
+pub mod error;
+pub mod header;
+pub mod kv;
+pub mod maintenance;
+pub mod pending;
+pub mod validate;

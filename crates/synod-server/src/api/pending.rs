@@ -1,0 +1,250 @@
+//! etcd services synod does not serve yet. Each RPC answers `Unimplemented` with a
+//! message naming it, so a client learns exactly what is missing.
+
+use synod_proto::etcdserverpb::auth_server::Auth;
+use synod_proto::etcdserverpb::lease_server::Lease;
+use synod_proto::etcdserverpb::watch_server::Watch;
+use synod_proto::etcdserverpb::*;
+use synod_proto::v3electionpb::election_server::Election;
+use synod_proto::v3electionpb::{
+    CampaignRequest, CampaignResponse, LeaderRequest, LeaderResponse, ProclaimRequest,
+    ProclaimResponse, ResignRequest, ResignResponse,
+};
+use synod_proto::v3lockpb::lock_server::Lock;
+use synod_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::error::unimplemented;
+
+/// Stands in for every service whose RPCs are not served yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PendingService;
+
+#[tonic::async_trait]
+impl Watch for PendingService {
+    type WatchStream = BoxStream<WatchResponse>;
+
+    async fn watch(
+        &self,
+        _request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        Err(unimplemented("Watch.Watch"))
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for PendingService {
+    async fn lease_grant(
+        &self,
+        _request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        Err(unimplemented("Lease.LeaseGrant"))
+    }
+
+    async fn lease_revoke(
+        &self,
+        _request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        Err(unimplemented("Lease.LeaseRevoke"))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        _request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        Err(unimplemented("Lease.LeaseTimeToLive"))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        Err(unimplemented("Lease.LeaseLeases"))
+    }
+
+    type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        _request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        Err(unimplemented("Lease.LeaseKeepAlive"))
+    }
+}
+
+#[tonic::async_trait]
+impl Auth for PendingService {
+    async fn auth_enable(
+        &self,
+        _request: Request<AuthEnableRequest>,
+    ) -> Result<Response<AuthEnableResponse>, Status> {
+        Err(unimplemented("Auth.AuthEnable"))
+    }
+
+    async fn auth_disable(
+        &self,
+        _request: Request<AuthDisableRequest>,
+    ) -> Result<Response<AuthDisableResponse>, Status> {
+        Err(unimplemented("Auth.AuthDisable"))
+    }
+
+    async fn auth_status(
+        &self,
+        _request: Request<AuthStatusRequest>,
+    ) -> Result<Response<AuthStatusResponse>, Status> {
+        Err(unimplemented("Auth.AuthStatus"))
+    }
+
+    async fn authenticate(
+        &self,
+        _request: Request<AuthenticateRequest>,
+    ) -> Result<Response<AuthenticateResponse>, Status> {
+        Err(unimplemented("Auth.Authenticate"))
+    }
+
+    async fn user_add(
+        &self,
+        _request: Request<AuthUserAddRequest>,
+    ) -> Result<Response<AuthUserAddResponse>, Status> {
+        Err(unimplemented("Auth.UserAdd"))
+    }
+
+    async fn user_get(
+        &self,
+        _request: Request<AuthUserGetRequest>,
+    ) -> Result<Response<AuthUserGetResponse>, Status> {
+        Err(unimplemented("Auth.UserGet"))
+    }
+
+    async fn user_list(
+        &self,
+        _request: Request<AuthUserListRequest>,
+    ) -> Result<Response<AuthUserListResponse>, Status> {
+        Err(unimplemented("Auth.UserList"))
+    }
+
+    async fn user_delete(
+        &self,
+        _request: Request<AuthUserDeleteRequest>,
+    ) -> Result<Response<AuthUserDeleteResponse>, Status> {
+        Err(unimplemented("Auth.UserDelete"))
+    }
+
+    async fn user_change_password(
+        &self,
+        _request: Request<AuthUserChangePasswordRequest>,
+    ) -> Result<Response<AuthUserChangePasswordResponse>, Status> {
+        Err(unimplemented("Auth.UserChangePassword"))
+    }
+
+    async fn user_grant_role(
+        &self,
+        _request: Request<AuthUserGrantRoleRequest>,
+    ) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
+        Err(unimplemented("Auth.UserGrantRole"))
+    }
+
+    async fn user_revoke_role(
+        &self,
+        _request: Request<AuthUserRevokeRoleRequest>,
+    ) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
+        Err(unimplemented("Auth.UserRevokeRole"))
+    }
+
+    async fn role_add(
+        &self,
+        _request: Request<AuthRoleAddRequest>,
+    ) -> Result<Response<AuthRoleAddResponse>, Status> {
+        Err(unimplemented("Auth.RoleAdd"))
+    }
+
+    async fn role_get(
+        &self,
+        _request: Request<AuthRoleGetRequest>,
+    ) -> Result<Response<AuthRoleGetResponse>, Status> {
+        Err(unimplemented("Auth.RoleGet"))
+    }
+
+    async fn role_list(
+        &self,
+        _request: Request<AuthRoleListRequest>,
+    ) -> Result<Response<AuthRoleListResponse>, Status> {
+        Err(unimplemented("Auth.RoleList"))
+    }
+
+    async fn role_delete(
+        &self,
+        _request: Request<AuthRoleDeleteRequest>,
+    ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
+        Err(unimplemented("Auth.RoleDelete"))
+    }
+
+    async fn role_grant_permission(
+        &self,
+        _request: Request<AuthRoleGrantPermissionRequest>,
+    ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
+        Err(unimplemented("Auth.RoleGrantPermission"))
+    }
+
+    async fn role_revoke_permission(
+        &self,
+        _request: Request<AuthRoleRevokePermissionRequest>,
+    ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
+        Err(unimplemented("Auth.RoleRevokePermission"))
+    }
+}
+
+#[tonic::async_trait]
+impl Lock for PendingService {
+    async fn lock(&self, _request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        Err(unimplemented("Lock.Lock"))
+    }
+
+    async fn unlock(
+        &self,
+        _request: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        Err(unimplemented("Lock.Unlock"))
+    }
+}
+
+#[tonic::async_trait]
+impl Election for PendingService {
+    async fn campaign(
+        &self,
+        _request: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignResponse>, Status> {
+        Err(unimplemented("Election.Campaign"))
+    }
+
+    async fn proclaim(
+        &self,
+        _request: Request<ProclaimRequest>,
+    ) -> Result<Response<ProclaimResponse>, Status> {
+        Err(unimplemented("Election.Proclaim"))
+    }
+
+    async fn leader(
+        &self,
+        _request: Request<LeaderRequest>,
+    ) -> Result<Response<LeaderResponse>, Status> {
+        Err(unimplemented("Election.Leader"))
+    }
+
+    async fn resign(
+        &self,
+        _request: Request<ResignRequest>,
+    ) -> Result<Response<ResignResponse>, Status> {
+        Err(unimplemented("Election.Resign"))
+    }
+
+    type ObserveStream = BoxStream<LeaderResponse>;
+
+    async fn observe(
+        &self,
+        _request: Request<LeaderRequest>,
+    ) -> Result<Response<Self::ObserveStream>, Status> {
+        Err(unimplemented("Election.Observe"))
+    }
+}

@@ -1,0 +1,18 @@
+//! The synod node: the etcd v3 client API, Raft glue and request routing over the
+//! storage in `synod-storage`.
+//!
+//! A request enters through a service in [`api`], is validated there, and reaches
+//! [`node::Node`], which commits writes through Raft (forwarding to the leader when
+//! needed) and makes reads linearizable with a read index.
+
+pub mod api;
+pub mod config;
+pub mod identity;
+pub mod limits;
+pub mod node;
+pub mod raft;
+pub mod server;
+
+pub use config::{ClusterState, ServerConfig};
+pub use limits::Limits;
+pub use server::{run, ServerError};

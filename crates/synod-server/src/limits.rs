@@ -1,0 +1,43 @@
+//! Every bound the node enforces, in one place.
+
+use std::time::Duration;
+
+/// Bounds on client requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request accepted (`--max-request-bytes`), as etcd measures it.
+    pub request_bytes_max: usize,
+    /// Most operations in one Txn branch (`--max-txn-ops`).
+    pub txn_ops_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            request_bytes_max: 1536 * 1024,
+            txn_ops_max: 128,
+        }
+    }
+}
+
+/// Slack the gRPC layer allows above `request_bytes_max` before refusing to decode a
+/// message at all; between the two, etcd's own "request is too large" answers.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Largest peer message: a batch of log entries or a snapshot chunk.
+pub const PEER_MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+
+/// Most log entries in one replication message.
+pub const REPLICATION_ENTRIES_MAX: u64 = 64;
+
+/// Bytes of snapshot data in one install-snapshot message.
+pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How long a client request may wait for a leader, a commit or a read index.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);
+
+/// Pause between attempts while no leader is known.
+pub const LEADER_RETRY_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Timeout for one peer RPC that is not a snapshot.
+pub const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(5);

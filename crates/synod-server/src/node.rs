@@ -1,0 +1,264 @@
+//! A running member: its Raft instance, its store, and the two things every client
+//! request needs from them — getting a command committed (here or at the leader)
+//! and making a read linearizable.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::Raft;
+use redb::Database;
+use synod_proto::etcdserverpb::ResponseHeader;
+use synod_proto::synodpb::{Command as CommandMessage, CommandResult as ResultMessage};
+use synod_proto::synodpeer::{ForwardRequest, ReadIndexRequest};
+use synod_storage::mvcc::MvccReader;
+use synod_storage::{Command, GroupId, MemberNode, NodeId, TypeConfig};
+use tokio::time::Instant;
+
+use crate::limits::{Limits, LEADER_RETRY_INTERVAL, REQUEST_TIMEOUT};
+use crate::raft::network::PeerClients;
+
+/// The only Raft group until sharding arrives.
+pub const DEFAULT_GROUP: GroupId = 0;
+
+/// Why a request could not be carried out by the cluster (as opposed to being
+/// refused by the store).
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No leader could be found before the deadline.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// The request was sent but its outcome is unknown: it may or may not commit.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// The node is shutting down.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// The leader answered a forwarded request with an error.
+    #[error("forwarded request failed: {0}")]
+    Forwarded(tonic::Status),
+    /// Something is wrong with this node's storage or Raft state.
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+/// Identity and addresses of this member.
+#[derive(Debug, Clone)]
+pub struct MemberInfo {
+    /// This member's id.
+    pub id: NodeId,
+    /// The cluster's id.
+    pub cluster_id: u64,
+    /// `--name`.
+    pub name: String,
+    /// Advertised client URLs.
+    pub client_urls: Vec<String>,
+    /// Advertised peer URLs.
+    pub peer_urls: Vec<String>,
+}
+
+/// A running member of the cluster. Shared by every API service.
+pub struct Node {
+    /// Who this member is.
+    pub member: MemberInfo,
+    /// The Raft instance of the default group.
+    pub raft: Raft<TypeConfig>,
+    /// Reads of the applied state.
+    pub reader: MvccReader,
+    /// The node's database.
+    pub db: Arc<Database>,
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// Request bounds.
+    pub limits: Limits,
+    /// Connections to peers.
+    pub peers: PeerClients,
+}
+
+/// Status a forwarding target answers when it is not the leader, so the request is
+/// known not to have been proposed and may be sent elsewhere.
+const NOT_LEADER: &str = "synod: not leader";
+
+impl Node {
+    /// The response header every answer carries.
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.member.cluster_id,
+            member_id: self.member.id,
+            revision,
+            raft_term: self.raft.metrics().borrow().current_term,
+        }
+    }
+
+    /// Gets `command` committed and applied, proposing it here if this node leads and
+    /// forwarding it to the leader otherwise. Retries only while the command is known
+    /// not to have been proposed, so a command is never applied twice.
+    pub async fn propose(&self, command: CommandMessage) -> Result<ResultMessage, NodeError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let forward_to = match self.propose_local(command.clone()).await {
+                Ok(result) => return Ok(result),
+                Err(ProposeError::NotLeader(forward)) => forward,
+                Err(ProposeError::Node(error)) => return Err(error),
+            };
+            if let Some(node) = forward_to
+                .leader_node
+                .filter(|_| forward_to.leader_id != Some(self.member.id))
+            {
+                match self.forward(&node, &command, deadline).await {
+                    Ok(result) => return Ok(result),
+                    Err(ForwardError::NotProposed) => {}
+                    Err(ForwardError::Failed(error)) => return Err(error),
+                }
+            }
+            if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
+                return Err(NodeError::NoLeader);
+            }
+            tokio::time::sleep(LEADER_RETRY_INTERVAL).await;
+        }
+    }
+
+    /// Proposes `command` to the local Raft instance, which must lead.
+    pub async fn propose_local(
+        &self,
+        command: CommandMessage,
+    ) -> Result<ResultMessage, ProposeError> {
+        match self.raft.client_write(Command(command)).await {
+            Ok(response) => Ok(response.data.0),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(ProposeError::NotLeader(forward))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                Err(ProposeError::Node(NodeError::Internal(error.to_string())))
+            }
+            Err(RaftError::Fatal(_)) => Err(ProposeError::Node(NodeError::Stopped)),
+        }
+    }
+
+    async fn forward(
+        &self,
+        leader: &MemberNode,
+        command: &CommandMessage,
+        deadline: Instant,
+    ) -> Result<ResultMessage, ForwardError> {
+        use prost::Message;
+        let mut client = self
+            .peers
+            .for_node(leader)
+            .map_err(|error| ForwardError::Failed(NodeError::Internal(error.to_string())))?;
+        let mut request = tonic::Request::new(ForwardRequest {
+            group_id: DEFAULT_GROUP,
+            command: command.encode_to_vec(),
+        });
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        match client.forward(request).await {
+            Ok(response) => ResultMessage::decode(response.into_inner().response.as_slice())
+                .map_err(|error| {
+                    ForwardError::Failed(NodeError::Internal(format!(
+                        "bad forward response: {error}"
+                    )))
+                }),
+            Err(status) if was_not_sent(&status) => Err(ForwardError::NotProposed),
+            Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
+                Err(ForwardError::Failed(NodeError::Timeout))
+            }
+            Err(status) => Err(ForwardError::Failed(NodeError::Forwarded(status))),
+        }
+    }
+
+    /// Waits until this node's state machine reflects every write committed before
+    /// the call, as confirmed by the current leader with a quorum: after it returns, a
+    /// local read is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let forward = match self.raft.ensure_linearizable().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
+                    Some(forward)
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => None,
+                Err(RaftError::Fatal(_)) => return Err(NodeError::Stopped),
+            };
+            if let Some(node) = forward.and_then(|forward| {
+                forward
+                    .leader_node
+                    .filter(|_| forward.leader_id != Some(self.member.id))
+            }) {
+                if let Some(index) = self.remote_read_index(&node, deadline).await {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    return self
+                        .raft
+                        .wait(Some(remaining))
+                        .applied_index_at_least(Some(index), "read index")
+                        .await
+                        .map(|_| ())
+                        .map_err(|_| NodeError::Timeout);
+                }
+            }
+            if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
+                return Err(NodeError::NoLeader);
+            }
+            tokio::time::sleep(LEADER_RETRY_INTERVAL).await;
+        }
+    }
+
+    async fn remote_read_index(&self, leader: &MemberNode, deadline: Instant) -> Option<u64> {
+        let mut client = self.peers.for_node(leader).ok()?;
+        let mut request = tonic::Request::new(ReadIndexRequest {
+            group_id: DEFAULT_GROUP,
+        });
+        request.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(2)),
+        );
+        client
+            .read_index(request)
+            .await
+            .ok()
+            .map(|response| response.into_inner().read_index)
+    }
+
+    /// The leader's half of a follower's read: confirms leadership with a quorum and
+    /// returns the log index a linearizable read must wait for.
+    pub async fn local_read_index(&self) -> Result<u64, tonic::Status> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(not_leader()),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error))) => {
+                Err(tonic::Status::unavailable(error.to_string()))
+            }
+            Err(RaftError::Fatal(error)) => Err(tonic::Status::unavailable(error.to_string())),
+        }
+    }
+}
+
+/// Why a local proposal did not happen.
+#[derive(Debug)]
+pub enum ProposeError {
+    /// This node does not lead; the command was not committed.
+    NotLeader(ForwardToLeader<NodeId, MemberNode>),
+    /// The node failed.
+    Node(NodeError),
+}
+
+enum ForwardError {
+    NotProposed,
+    Failed(NodeError),
+}
+
+/// The status a forwarding target returns when it does not lead.
+pub fn not_leader() -> tonic::Status {
+    tonic::Status::failed_precondition(NOT_LEADER)
+}
+
+/// Whether a forwarded request certainly never reached a leader's log.
+fn was_not_sent(status: &tonic::Status) -> bool {
+    (status.code() == tonic::Code::FailedPrecondition && status.message() == NOT_LEADER)
+        || (status.code() == tonic::Code::Unknown
+            && status.message().starts_with("Service was not ready"))
+        || (status.code() == tonic::Code::Unavailable
+            && status.message().contains("tcp connect error"))
+}

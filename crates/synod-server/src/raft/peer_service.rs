@@ -1,0 +1,122 @@
+//! The server side of the peer RPC: Raft messages from other members, requests
+//! forwarded by followers, and read-index queries.
+
+use std::sync::Arc;
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use prost::Message;
+use synod_proto::synodpb::Command as CommandMessage;
+use synod_proto::synodpeer::raft_peer_server::RaftPeer;
+use synod_proto::synodpeer::{
+    ForwardRequest, ForwardResponse, NodeInfoRequest, NodeInfoResponse, RaftMessage,
+    ReadIndexRequest, ReadIndexResponse,
+};
+use synod_storage::{NodeId, TypeConfig};
+use tonic::{Request, Response, Status};
+
+use super::codec;
+use crate::node::{not_leader, Node, ProposeError, DEFAULT_GROUP};
+
+/// Serves the peer RPC for one node.
+pub struct PeerService {
+    node: Arc<Node>,
+}
+
+impl PeerService {
+    /// The peer service of `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+}
+
+fn check_group(group: u64) -> Result<(), Status> {
+    if group == DEFAULT_GROUP {
+        Ok(())
+    } else {
+        Err(Status::not_found(format!(
+            "this node hosts no raft group {group}"
+        )))
+    }
+}
+
+fn reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftMessage>, Status> {
+    Ok(Response::new(RaftMessage {
+        group_id: DEFAULT_GROUP,
+        payload: codec::encode(result)?,
+    }))
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let message = request.into_inner();
+        check_group(message.group_id)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = codec::decode(&message.payload)?;
+        reply(&self.node.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let message = request.into_inner();
+        check_group(message.group_id)?;
+        let rpc: VoteRequest<NodeId> = codec::decode(&message.payload)?;
+        reply(&self.node.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let message = request.into_inner();
+        check_group(message.group_id)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = codec::decode(&message.payload)?;
+        reply(&self.node.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward(
+        &self,
+        request: Request<ForwardRequest>,
+    ) -> Result<Response<ForwardResponse>, Status> {
+        let message = request.into_inner();
+        check_group(message.group_id)?;
+        let command = CommandMessage::decode(message.command.as_slice())
+            .map_err(|error| Status::invalid_argument(format!("bad forwarded command: {error}")))?;
+        match self.node.propose_local(command).await {
+            Ok(result) => Ok(Response::new(ForwardResponse {
+                response: result.encode_to_vec(),
+            })),
+            Err(ProposeError::NotLeader(_)) => Err(not_leader()),
+            Err(ProposeError::Node(error)) => Err(Status::unavailable(error.to_string())),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        check_group(request.into_inner().group_id)?;
+        let read_index = self.node.local_read_index().await?;
+        let metrics = self.node.raft.metrics().borrow().clone();
+        Ok(Response::new(ReadIndexResponse {
+            read_index,
+            leader_id: metrics.current_leader.unwrap_or_default(),
+            term: metrics.current_term,
+        }))
+    }
+
+    async fn node_info(
+        &self,
+        _request: Request<NodeInfoRequest>,
+    ) -> Result<Response<NodeInfoResponse>, Status> {
+        let member = &self.node.member;
+        Ok(Response::new(NodeInfoResponse {
+            member_id: member.id,
+            cluster_id: member.cluster_id,
+            name: member.name.clone(),
+            client_urls: member.client_urls.clone(),
+            peer_urls: member.peer_urls.clone(),
+        }))
+    }
+}

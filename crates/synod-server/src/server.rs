@@ -1,0 +1,345 @@
+//! Starting and stopping a node: data dir, identity, Raft, and the two gRPC servers
+//! (clients and peers).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Raft, SnapshotPolicy};
+use synod_proto::etcdserverpb::auth_server::AuthServer;
+use synod_proto::etcdserverpb::cluster_server::ClusterServer;
+use synod_proto::etcdserverpb::kv_server::KvServer;
+use synod_proto::etcdserverpb::lease_server::LeaseServer;
+use synod_proto::etcdserverpb::maintenance_server::MaintenanceServer;
+use synod_proto::etcdserverpb::watch_server::WatchServer;
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::{Command, MemberAttributes};
+use synod_proto::synodpeer::raft_peer_server::RaftPeerServer;
+use synod_proto::v3electionpb::election_server::ElectionServer;
+use synod_proto::v3lockpb::lock_server::LockServer;
+use synod_storage::mvcc::MvccReader;
+use synod_storage::{
+    member_attributes, open_database, LogStore, MemberNode, NodeId, StateMachine, DATABASE_FILE,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::cluster::ClusterService;
+use crate::api::kv::KvService;
+use crate::api::maintenance::MaintenanceService;
+use crate::api::pending::PendingService;
+use crate::config::{ClusterState, ConfigError, ServerConfig};
+use crate::identity::{self, Identity, IdentityError};
+use crate::limits::{
+    GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES,
+};
+use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
+use crate::raft::network::{PeerClients, PeerNetworkFactory};
+use crate::raft::peer_service::PeerService;
+
+/// Why a node could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The flags are inconsistent.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The data dir belongs to someone else.
+    #[error("{data_dir}: {source}")]
+    Identity {
+        /// The data dir.
+        data_dir: String,
+        /// The mismatch.
+        source: IdentityError,
+    },
+    /// The data dir could not be created or opened.
+    #[error("cannot open data dir {data_dir}: {reason}")]
+    DataDir {
+        /// The data dir.
+        data_dir: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A listen address is taken or not local.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// `--initial-cluster-state existing` on an empty data dir.
+    #[error(
+        "--initial-cluster-state existing needs this member's data dir from a previous run; \
+         adding members to a running cluster is not supported yet, so bootstrap every member \
+         with --initial-cluster-state new"
+    )]
+    JoinUnsupported,
+    /// Raft failed to start or stopped with an error.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// A gRPC server failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn raft_config(config: &ServerConfig) -> Result<openraft::Config, ServerError> {
+    let election_ms = u64::try_from(config.election_timeout.as_millis()).unwrap_or(u64::MAX);
+    openraft::Config {
+        cluster_name: config.cluster_token.clone(),
+        heartbeat_interval: u64::try_from(config.heartbeat_interval.as_millis())
+            .unwrap_or(u64::MAX),
+        election_timeout_min: election_ms,
+        election_timeout_max: election_ms.saturating_mul(2),
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
+        max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
+        max_payload_entries: REPLICATION_ENTRIES_MAX,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|error| ServerError::Raft(error.to_string()))
+}
+
+async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
+    let mut listeners = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        listeners.push(
+            TcpListener::bind(address)
+                .await
+                .map_err(|source| ServerError::Listen {
+                    address: *address,
+                    source,
+                })?,
+        );
+    }
+    Ok(listeners)
+}
+
+/// Runs a node until `shutdown` completes, then stops it cleanly: servers stop
+/// accepting, in-flight requests finish, Raft shuts down.
+pub async fn run(
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let data_dir_error = |reason: String| ServerError::DataDir {
+        data_dir: config.data_dir.display().to_string(),
+        reason,
+    };
+    std::fs::create_dir_all(&config.data_dir).map_err(|error| data_dir_error(error.to_string()))?;
+    let db = open_database(&config.data_dir.join(DATABASE_FILE))
+        .map_err(|error| data_dir_error(error.to_string()))?;
+
+    let members: BTreeMap<NodeId, MemberNode> = config
+        .initial_cluster
+        .iter()
+        .map(|(name, urls)| {
+            (
+                identity::member_id(urls, &config.cluster_token),
+                MemberNode {
+                    name: name.clone(),
+                    peer_urls: urls.clone(),
+                },
+            )
+        })
+        .collect();
+    let member_ids: Vec<NodeId> = members.keys().copied().collect();
+    let expected = Identity {
+        cluster_id: identity::cluster_id(&member_ids, &config.cluster_token),
+        member_id: identity::member_id(&config.advertise_peer_urls, &config.cluster_token),
+    };
+    let stored = identity::stored(&db).map_err(|error| data_dir_error(error.to_string()))?;
+    if config.cluster_state == ClusterState::Existing && stored.is_none() {
+        return Err(ServerError::JoinUnsupported);
+    }
+    identity::claim(&db, expected).map_err(|source| ServerError::Identity {
+        data_dir: config.data_dir.display().to_string(),
+        source,
+    })?;
+
+    // Bind before starting Raft, so a taken port fails the start instead of leaving
+    // a half-running member.
+    let client_listeners = bind(&config.listen_client).await?;
+    let peer_listeners = bind(&config.listen_peer).await?;
+
+    let peers = PeerClients::default();
+    let raft = Raft::new(
+        expected.member_id,
+        Arc::new(raft_config(&config)?),
+        PeerNetworkFactory::new(DEFAULT_GROUP, peers.clone()),
+        LogStore::new(db.clone(), DEFAULT_GROUP),
+        StateMachine::new(
+            db.clone(),
+            DEFAULT_GROUP,
+            config
+                .data_dir
+                .join("snapshots")
+                .join(format!("group-{DEFAULT_GROUP}")),
+        ),
+    )
+    .await
+    .map_err(|error| ServerError::Raft(error.to_string()))?;
+
+    let node = Arc::new(Node {
+        member: MemberInfo {
+            id: expected.member_id,
+            cluster_id: expected.cluster_id,
+            name: config.name.clone(),
+            client_urls: config.advertise_client_urls.clone(),
+            peer_urls: config.advertise_peer_urls.clone(),
+        },
+        raft: raft.clone(),
+        reader: MvccReader::new(db.clone(), DEFAULT_GROUP),
+        db: db.clone(),
+        data_dir: config.data_dir.clone(),
+        limits: config.limits,
+        peers,
+    });
+
+    let (stop_sender, stop) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    for listener in client_listeners {
+        tasks.spawn(serve_clients(node.clone(), listener, stop.clone()));
+    }
+    for listener in peer_listeners {
+        tasks.spawn(serve_peers(node.clone(), listener, stop.clone()));
+    }
+
+    if config.cluster_state == ClusterState::New
+        && !raft
+            .is_initialized()
+            .await
+            .map_err(|error| ServerError::Raft(error.to_string()))?
+    {
+        raft.initialize(members)
+            .await
+            .map_err(|error| ServerError::Raft(error.to_string()))?;
+    }
+    tasks.spawn(publish_attributes(node.clone(), stop.clone()));
+    tracing::info!(
+        name = %config.name,
+        member_id = format_args!("{:x}", expected.member_id),
+        cluster_id = format_args!("{:x}", expected.cluster_id),
+        clients = ?config.listen_client,
+        peers = ?config.listen_peer,
+        "synod member started"
+    );
+
+    let mut failure = None;
+    tokio::select! {
+        () = shutdown => tracing::info!("shutting down"),
+        Some(result) = tasks.join_next() => {
+            failure = Some(match result {
+                Ok(Ok(())) => ServerError::Raft("a server task ended unexpectedly".into()),
+                Ok(Err(error)) => error,
+                Err(error) => ServerError::Raft(error.to_string()),
+            });
+        }
+    }
+    let _ = stop_sender.send(true);
+    while let Some(result) = tasks.join_next().await {
+        if let Ok(Err(error)) = result {
+            tracing::warn!(%error, "server task failed during shutdown");
+        }
+    }
+    raft.shutdown()
+        .await
+        .map_err(|error| ServerError::Raft(error.to_string()))?;
+    tracing::info!("synod member stopped");
+    match failure {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn serve_clients(
+    node: Arc<Node>,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let message_max = node.limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .add_service(
+            KvServer::new(KvService::new(node.clone())).max_decoding_message_size(message_max),
+        )
+        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
+        .add_service(MaintenanceServer::new(MaintenanceService::new(
+            node.clone(),
+        )))
+        .add_service(WatchServer::new(PendingService))
+        .add_service(LeaseServer::new(PendingService))
+        .add_service(AuthServer::new(PendingService))
+        .add_service(LockServer::new(PendingService))
+        .add_service(ElectionServer::new(PendingService))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
+        .await?;
+    Ok(())
+}
+
+async fn serve_peers(
+    node: Arc<Node>,
+    listener: TcpListener,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            RaftPeerServer::new(PeerService::new(node))
+                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
+        .await?;
+    Ok(())
+}
+
+/// Publishes this member's name and client URLs through the log (once they differ
+/// from what the cluster knows), retrying until a leader takes them.
+async fn publish_attributes(
+    node: Arc<Node>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let attributes = MemberAttributes {
+        member_id: node.member.id,
+        name: node.member.name.clone(),
+        client_urls: node.member.client_urls.clone(),
+    };
+    let publish = async {
+        loop {
+            let known = member_attributes(&node.db, DEFAULT_GROUP)
+                .map(|all| all.contains(&attributes))
+                .unwrap_or(false);
+            if known {
+                return;
+            }
+            let command = Command {
+                op: Some(Op::MemberAttributes(attributes.clone())),
+            };
+            match node.propose(command).await {
+                Ok(_) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "publishing member attributes; will retry");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = publish => {}
+        () = stopped(stop.clone()) => return Ok(()),
+    }
+    // Stay alive until shutdown so the task set only ends early on failure.
+    stopped(stop).await;
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! synod's storage: the Raft log and the MVCC state machine, both in one redb
+//! database per node, keyed by Raft group.
+//!
+//! No networking lives here. The node (`synod-server`) hands committed entries to
+//! [`StateMachine`] through openraft and serves reads with [`mvcc::MvccReader`].
+
+pub mod codec;
+pub mod database;
+pub mod error;
+pub mod log_store;
+pub mod mvcc;
+pub mod snapshot;
+pub mod state_machine;
+pub mod tables;
+pub mod types;
+
+pub use database::{open_database, DATABASE_FILE};
+pub use error::{StoreError, StoreResult};
+pub use log_store::LogStore;
+pub use state_machine::{member_attributes, StateMachine};
+pub use types::{Command, CommandResult, GroupId, MemberNode, NodeId, TypeConfig};

@@ -1,0 +1,93 @@
+//! etcd's MVCC data model on redb: every write creates a new revision; each key keeps
+//! its versions until compaction; reads name a revision or take the current one.
+
+pub mod read;
+pub mod record;
+pub mod span;
+pub mod write;
+
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase};
+use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
+
+use crate::error::StoreError;
+use crate::tables::{sm_meta, KV, SM_META};
+use crate::types::GroupId;
+pub use write::MvccWriter;
+
+/// Why the store refused a request. All but [`MvccError::Store`] are answers to the
+/// client; they are decided identically on every replica.
+#[derive(Debug, thiserror::Error)]
+pub enum MvccError {
+    /// The requested revision has been compacted away.
+    #[error("mvcc: required revision has been compacted")]
+    Compacted,
+    /// The requested revision is newer than the store.
+    #[error("mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// A put named a lease that does not exist.
+    #[error("requested lease not found")]
+    LeaseNotFound,
+    /// `ignore_value` or `ignore_lease` on a key that does not exist.
+    #[error("key not found")]
+    KeyNotFound,
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<redb::StorageError> for MvccError {
+    fn from(error: redb::StorageError) -> Self {
+        MvccError::Store(error.into())
+    }
+}
+
+impl MvccError {
+    /// The replicated form of a refusal, or `None` for a storage failure.
+    pub fn apply_error_kind(&self) -> Option<ApplyErrorKind> {
+        match self {
+            MvccError::Compacted => Some(ApplyErrorKind::Compacted),
+            MvccError::FutureRevision => Some(ApplyErrorKind::FutureRevision),
+            MvccError::LeaseNotFound => Some(ApplyErrorKind::LeaseNotFound),
+            MvccError::KeyNotFound => Some(ApplyErrorKind::KeyNotFound),
+            MvccError::Store(_) => None,
+        }
+    }
+}
+
+/// Read access to one group's applied MVCC state, for serving client reads without
+/// going through the log.
+#[derive(Clone)]
+pub struct MvccReader {
+    db: Arc<Database>,
+    group: GroupId,
+}
+
+impl MvccReader {
+    /// A reader of `group` in `db`.
+    pub fn new(db: Arc<Database>, group: GroupId) -> Self {
+        Self { db, group }
+    }
+
+    /// Serves a Range request from one consistent read snapshot.
+    pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let meta = txn.open_table(SM_META).map_err(StoreError::from)?;
+        let current = write::read_counter(&meta, self.group, sm_meta::REVISION)?;
+        let compacted = write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
+        let kv = txn.open_table(KV).map_err(StoreError::from)?;
+        read::range(&kv, self.group, request, current, compacted)
+    }
+
+    /// The current and compacted revisions.
+    pub fn revisions(&self) -> Result<(i64, i64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(SM_META)?;
+        Ok((
+            write::read_counter(&meta, self.group, sm_meta::REVISION)?,
+            write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?,
+        ))
+    }
+}

@@ -1,0 +1,421 @@
+//! Applying commands to the MVCC store inside one redb write transaction.
+//!
+//! Every command is checked completely before it changes anything, so a refused
+//! command leaves no trace; a command that writes gets exactly one new main
+//! revision, and each change inside it the next sub revision.
+
+use std::ops::ControlFlow;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+use synod_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use synod_proto::etcdserverpb::request_op::Request;
+use synod_proto::etcdserverpb::response_op::Response;
+use synod_proto::etcdserverpb::{
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
+    PutRequest, PutResponse, RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
+    TxnResponse,
+};
+use synod_proto::mvccpb::KeyValue;
+
+use super::read::{self, KvKey};
+use super::record::KeyRecord;
+use super::span::KeySpan;
+use super::MvccError;
+use crate::error::{StoreError, StoreResult};
+use crate::tables::{sm_meta, KV, REVISIONS, SM_META};
+use crate::types::GroupId;
+
+/// The MVCC store of one group, open for writing.
+pub struct MvccWriter<'txn> {
+    kv: Table<'txn, KvKey<'static>, &'static [u8]>,
+    revisions: Table<'txn, (u64, i64, i64), &'static [u8]>,
+    group: GroupId,
+    /// The last committed revision; a command that writes commits `revision + 1`.
+    revision: i64,
+    compacted: i64,
+    /// Changes made so far by the command being applied.
+    sub: i64,
+}
+
+impl<'txn> MvccWriter<'txn> {
+    /// Opens the store of `group` inside `txn`.
+    pub fn open(txn: &'txn WriteTransaction, group: GroupId) -> StoreResult<Self> {
+        let meta = txn.open_table(SM_META)?;
+        let revision = read_counter(&meta, group, sm_meta::REVISION)?;
+        let compacted = read_counter(&meta, group, sm_meta::COMPACT_REVISION)?;
+        drop(meta);
+        Ok(Self {
+            kv: txn.open_table(KV)?,
+            revisions: txn.open_table(REVISIONS)?,
+            group,
+            revision,
+            compacted,
+            sub: 0,
+        })
+    }
+
+    /// The store's current revision.
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    /// The revision the store was compacted at.
+    pub fn compacted(&self) -> i64 {
+        self.compacted
+    }
+
+    /// Persists the revision counters into `txn`'s metadata table.
+    pub fn save(self, txn: &WriteTransaction) -> StoreResult<()> {
+        let mut meta = txn.open_table(SM_META)?;
+        meta.insert(
+            (self.group, sm_meta::REVISION),
+            self.revision.to_be_bytes().as_slice(),
+        )?;
+        meta.insert(
+            (self.group, sm_meta::COMPACT_REVISION),
+            self.compacted.to_be_bytes().as_slice(),
+        )?;
+        Ok(())
+    }
+
+    /// Applies a Put.
+    pub fn put(&mut self, request: &PutRequest) -> Result<PutResponse, MvccError> {
+        self.check_put(request)?;
+        let response = self.do_put(request)?;
+        self.finish();
+        Ok(response)
+    }
+
+    /// Applies a DeleteRange. Deleting nothing creates no revision.
+    pub fn delete_range(
+        &mut self,
+        request: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, MvccError> {
+        let response = self.do_delete_range(request)?;
+        self.finish();
+        Ok(response)
+    }
+
+    /// Applies a Txn: compares decide the branch, the branch is checked as a whole,
+    /// then run. One revision covers every change it makes.
+    pub fn txn(&mut self, request: &TxnRequest) -> Result<TxnResponse, MvccError> {
+        let succeeded = self.compares_hold(&request.compare)?;
+        let ops = if succeeded {
+            &request.success
+        } else {
+            &request.failure
+        };
+        self.check_ops(ops)?;
+        let responses = self.run_ops(ops)?;
+        self.finish();
+        Ok(TxnResponse {
+            header: Some(self.header()),
+            succeeded,
+            responses,
+        })
+    }
+
+    /// Compacts history below `revision`: every version superseded at or before it is
+    /// removed, as is every key deleted at or before it.
+    pub fn compact(
+        &mut self,
+        request: &CompactionRequest,
+    ) -> Result<CompactionResponse, MvccError> {
+        let target = request.revision;
+        if target <= self.compacted {
+            return Err(MvccError::Compacted);
+        }
+        if target > self.revision {
+            return Err(MvccError::FutureRevision);
+        }
+        let mut doomed: Vec<(i64, i64, Vec<u8>)> = Vec::new();
+        for row in self
+            .revisions
+            .range((self.group, 0, 0)..=(self.group, target, i64::MAX))?
+        {
+            let (revision, key) = row?;
+            let (_, main, sub) = revision.value();
+            doomed.push((main, sub, key.value().to_vec()));
+        }
+        for (main, sub, key) in doomed {
+            let Some((latest_main, latest_sub, latest_bytes)) =
+                read::version_at(&self.kv, self.group, &key, target)?
+            else {
+                continue;
+            };
+            let is_latest = (latest_main, latest_sub) == (main, sub);
+            if is_latest && !KeyRecord::decode(&latest_bytes)?.tombstone {
+                continue;
+            }
+            self.kv.remove((self.group, key.as_slice(), main, sub))?;
+            self.revisions.remove((self.group, main, sub))?;
+        }
+        self.compacted = target;
+        Ok(CompactionResponse {
+            header: Some(self.header()),
+        })
+    }
+
+    /// Reads inside the write transaction, seeing the command's own earlier changes.
+    pub fn range(
+        &self,
+        request: &RangeRequest,
+    ) -> Result<synod_proto::etcdserverpb::RangeResponse, MvccError> {
+        let current = self.revision + i64::from(self.sub > 0);
+        let mut response = read::range(&self.kv, self.group, request, current, self.compacted)?;
+        response.header = Some(self.header());
+        Ok(response)
+    }
+
+    fn header(&self) -> ResponseHeader {
+        ResponseHeader {
+            revision: self.revision,
+            ..Default::default()
+        }
+    }
+
+    /// Closes the command: if it changed anything, its revision becomes current.
+    fn finish(&mut self) {
+        if self.sub > 0 {
+            self.revision += 1;
+            self.sub = 0;
+        }
+    }
+
+    fn pending_revision(&self) -> i64 {
+        self.revision + 1
+    }
+
+    fn live(&self, key: &[u8]) -> StoreResult<Option<KeyValue>> {
+        read::live_at(&self.kv, self.group, key, i64::MAX)
+    }
+
+    fn write_version(&mut self, key: &[u8], record: &KeyRecord<'_>) -> StoreResult<()> {
+        let main = self.pending_revision();
+        let sub = self.sub;
+        self.kv
+            .insert((self.group, key, main, sub), record.encode().as_slice())?;
+        self.revisions.insert((self.group, main, sub), key)?;
+        self.sub += 1;
+        Ok(())
+    }
+
+    fn check_put(&self, request: &PutRequest) -> Result<(), MvccError> {
+        if (request.ignore_value || request.ignore_lease) && self.live(&request.key)?.is_none() {
+            return Err(MvccError::KeyNotFound);
+        }
+        if request.lease != 0 && !request.ignore_lease {
+            // Leases arrive with the Lease service; until one can be granted, every
+            // lease id is unknown, which is exactly what etcd answers for one.
+            return Err(MvccError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    fn check_ops(&self, ops: &[RequestOp]) -> Result<(), MvccError> {
+        for op in ops {
+            match &op.request {
+                Some(Request::RequestRange(range)) => {
+                    read::resolve_revision(range.revision, self.revision, self.compacted)?;
+                }
+                Some(Request::RequestPut(put)) => self.check_put(put)?,
+                Some(Request::RequestTxn(txn)) => {
+                    let branch = if self.compares_hold(&txn.compare)? {
+                        &txn.success
+                    } else {
+                        &txn.failure
+                    };
+                    self.check_ops(branch)?;
+                }
+                Some(Request::RequestDeleteRange(_)) | None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn run_ops(&mut self, ops: &[RequestOp]) -> Result<Vec<ResponseOp>, MvccError> {
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Request::RequestRange(range)) => {
+                    Some(Response::ResponseRange(self.range(range)?))
+                }
+                Some(Request::RequestPut(put)) => Some(Response::ResponsePut(self.do_put(put)?)),
+                Some(Request::RequestDeleteRange(delete)) => {
+                    Some(Response::ResponseDeleteRange(self.do_delete_range(delete)?))
+                }
+                Some(Request::RequestTxn(txn)) => {
+                    let succeeded = self.compares_hold(&txn.compare)?;
+                    let branch = if succeeded {
+                        &txn.success
+                    } else {
+                        &txn.failure
+                    };
+                    let responses = self.run_ops(branch)?;
+                    Some(Response::ResponseTxn(TxnResponse {
+                        header: Some(self.header()),
+                        succeeded,
+                        responses,
+                    }))
+                }
+                None => None,
+            };
+            responses.push(ResponseOp { response });
+        }
+        Ok(responses)
+    }
+
+    fn do_put(&mut self, request: &PutRequest) -> Result<PutResponse, MvccError> {
+        let previous = self.live(&request.key)?;
+        let value = match (&previous, request.ignore_value) {
+            (Some(previous), true) => previous.value.clone(),
+            (None, true) => return Err(MvccError::KeyNotFound),
+            (_, false) => request.value.clone(),
+        };
+        let lease = match (&previous, request.ignore_lease) {
+            (Some(previous), true) => previous.lease,
+            (None, true) => return Err(MvccError::KeyNotFound),
+            (_, false) => request.lease,
+        };
+        let record = KeyRecord {
+            tombstone: false,
+            create_revision: previous
+                .as_ref()
+                .map_or(self.pending_revision(), |kv| kv.create_revision),
+            version: previous.as_ref().map_or(1, |kv| kv.version + 1),
+            lease,
+            value: &value,
+        };
+        self.write_version(&request.key, &record)?;
+        Ok(PutResponse {
+            header: Some(ResponseHeader {
+                revision: self.pending_revision(),
+                ..Default::default()
+            }),
+            prev_kv: previous.filter(|_| request.prev_kv),
+        })
+    }
+
+    fn do_delete_range(
+        &mut self,
+        request: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, MvccError> {
+        let span = KeySpan::new(&request.key, &request.range_end);
+        let mut doomed = Vec::new();
+        read::visit_live(
+            &self.kv,
+            self.group,
+            &span,
+            i64::MAX,
+            |key, mod_revision, record| {
+                doomed.push(read::key_value(key, mod_revision, &record));
+                ControlFlow::Continue(())
+            },
+        )?;
+        for kv in &doomed {
+            self.write_version(&kv.key, &KeyRecord::TOMBSTONE)?;
+        }
+        let deleted = doomed.len() as i64;
+        let revision = if deleted > 0 {
+            self.pending_revision()
+        } else {
+            self.revision
+        };
+        Ok(DeleteRangeResponse {
+            header: Some(ResponseHeader {
+                revision,
+                ..Default::default()
+            }),
+            deleted,
+            prev_kvs: if request.prev_kv { doomed } else { Vec::new() },
+        })
+    }
+
+    /// Evaluates compares as etcd does: over every key in a compare's range; a
+    /// compare on a missing key sees zeros, except that a VALUE compare on a missing
+    /// key always fails.
+    fn compares_hold(&self, compares: &[Compare]) -> Result<bool, MvccError> {
+        for compare in compares {
+            if !self.compare_holds(compare)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn compare_holds(&self, compare: &Compare) -> Result<bool, MvccError> {
+        let span = KeySpan::new(&compare.key, &compare.range_end);
+        let target = CompareTarget::try_from(compare.target).unwrap_or(CompareTarget::Version);
+        let mut seen_any = false;
+        let mut holds = true;
+        read::visit_live(
+            &self.kv,
+            self.group,
+            &span,
+            i64::MAX,
+            |key, mod_revision, record| {
+                seen_any = true;
+                if !compare_key_value(
+                    compare,
+                    target,
+                    &read::key_value(key, mod_revision, &record),
+                ) {
+                    holds = false;
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            },
+        )?;
+        if !seen_any {
+            if target == CompareTarget::Value {
+                return Ok(false);
+            }
+            return Ok(compare_key_value(compare, target, &KeyValue::default()));
+        }
+        Ok(holds)
+    }
+}
+
+fn compare_key_value(compare: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+    let ordering = match (target, &compare.target_union) {
+        (CompareTarget::Value, Some(TargetUnion::Value(value))) => {
+            kv.value.as_slice().cmp(value.as_slice())
+        }
+        (CompareTarget::Value, _) => kv.value.as_slice().cmp(&[]),
+        (CompareTarget::Version, Some(TargetUnion::Version(version))) => kv.version.cmp(version),
+        (CompareTarget::Create, Some(TargetUnion::CreateRevision(revision))) => {
+            kv.create_revision.cmp(revision)
+        }
+        (CompareTarget::Mod, Some(TargetUnion::ModRevision(revision))) => {
+            kv.mod_revision.cmp(revision)
+        }
+        (CompareTarget::Lease, Some(TargetUnion::Lease(lease))) => kv.lease.cmp(lease),
+        (CompareTarget::Version, _) => kv.version.cmp(&0),
+        (CompareTarget::Create, _) => kv.create_revision.cmp(&0),
+        (CompareTarget::Mod, _) => kv.mod_revision.cmp(&0),
+        (CompareTarget::Lease, _) => kv.lease.cmp(&0),
+    };
+    match CompareResult::try_from(compare.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ordering.is_eq(),
+        CompareResult::NotEqual => ordering.is_ne(),
+        CompareResult::Greater => ordering.is_gt(),
+        CompareResult::Less => ordering.is_lt(),
+    }
+}
+
+/// Reads a revision counter from a metadata table; a missing counter is 0.
+pub fn read_counter<T>(table: &T, group: GroupId, name: &str) -> StoreResult<i64>
+where
+    T: ReadableTable<(u64, &'static str), &'static [u8]>,
+{
+    match table.get((group, name))? {
+        Some(value) => {
+            let bytes: [u8; 8] = value
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("metadata {name} is not 8 bytes")))?;
+            Ok(i64::from_be_bytes(bytes))
+        }
+        None => Ok(0),
+    }
+}

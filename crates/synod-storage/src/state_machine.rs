@@ -1,0 +1,269 @@
+//! The replicated state machine of one group: applies committed log entries to the
+//! MVCC store, and builds and installs snapshots.
+//!
+//! A batch of entries is applied in one redb transaction that also records
+//! `last_applied`, so after a crash the store is exactly as of some applied entry and
+//! openraft re-applies the rest from the durable log. The transaction itself is not
+//! fsynced: the log already is, and the next fsynced log write carries it to disk.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+};
+use prost::Message;
+use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::command_result::Result as Outcome;
+use synod_proto::synodpb::{ApplyError, CommandResult as ResultMessage, Empty, MemberAttributes};
+
+use crate::codec::{decode, encode};
+use crate::error::{StoreError, StoreResult};
+use crate::mvcc::{MvccError, MvccWriter};
+use crate::snapshot::{self, SnapshotRecord};
+use crate::tables::{sm_meta, MEMBERS, SM_META};
+use crate::types::{
+    CommandResult, Entry, GroupId, LogId, MemberNode, NodeId, SnapshotFile, StorageError,
+    StoredMembership, TypeConfig,
+};
+
+/// The state machine of one group. Cheap to clone: clones share the database.
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<Database>,
+    group: GroupId,
+    snapshot_dir: PathBuf,
+}
+
+impl StateMachine {
+    /// The state machine of `group` in `db`, keeping its snapshot files in
+    /// `snapshot_dir` (a directory of its own: other files there are removed).
+    pub fn new(db: Arc<Database>, group: GroupId, snapshot_dir: PathBuf) -> Self {
+        Self {
+            db,
+            group,
+            snapshot_dir,
+        }
+    }
+
+    fn applied_state_sync(&self) -> StoreResult<(Option<LogId>, StoredMembership)> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(SM_META)?;
+        let last_applied = match meta.get((self.group, sm_meta::LAST_APPLIED))? {
+            Some(value) => decode(value.value())?,
+            None => None,
+        };
+        let membership = match meta.get((self.group, sm_meta::LAST_MEMBERSHIP))? {
+            Some(value) => decode(value.value())?,
+            None => StoredMembership::default(),
+        };
+        Ok((last_applied, membership))
+    }
+}
+
+/// Applies `entries` in one transaction and returns one result per entry.
+fn apply_batch(
+    db: &Database,
+    group: GroupId,
+    entries: Vec<Entry>,
+) -> StoreResult<Vec<CommandResult>> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::None)?;
+    let mut results = Vec::with_capacity(entries.len());
+    let mut last_applied = None;
+    let mut last_membership = None;
+    {
+        let mut writer = MvccWriter::open(&txn, group)?;
+        for entry in entries {
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::Empty(Empty {}),
+                EntryPayload::Normal(command) => {
+                    apply_command(&txn, &mut writer, group, command.0.op)?
+                }
+                EntryPayload::Membership(membership) => {
+                    last_membership = Some(StoredMembership::new(Some(entry.log_id), membership));
+                    Outcome::Empty(Empty {})
+                }
+            };
+            results.push(CommandResult(ResultMessage {
+                revision: writer.revision(),
+                result: Some(outcome),
+            }));
+            last_applied = Some(entry.log_id);
+        }
+        writer.save(&txn)?;
+    }
+    {
+        let mut meta = txn.open_table(SM_META)?;
+        if let Some(last_applied) = last_applied {
+            meta.insert(
+                (group, sm_meta::LAST_APPLIED),
+                encode(&Some(last_applied))?.as_slice(),
+            )?;
+        }
+        if let Some(membership) = last_membership {
+            meta.insert(
+                (group, sm_meta::LAST_MEMBERSHIP),
+                encode(&membership)?.as_slice(),
+            )?;
+        }
+    }
+    txn.commit()?;
+    Ok(results)
+}
+
+fn apply_command(
+    txn: &WriteTransaction,
+    writer: &mut MvccWriter<'_>,
+    group: GroupId,
+    op: Option<Op>,
+) -> StoreResult<Outcome> {
+    let outcome = match op {
+        Some(Op::Put(request)) => writer.put(&request).map(Outcome::Put),
+        Some(Op::DeleteRange(request)) => writer.delete_range(&request).map(Outcome::DeleteRange),
+        Some(Op::Txn(request)) => writer.txn(&request).map(Outcome::Txn),
+        Some(Op::Compaction(request)) => writer.compact(&request).map(Outcome::Compaction),
+        Some(Op::MemberAttributes(attributes)) => {
+            save_member_attributes(txn, group, &attributes)?;
+            Ok(Outcome::Empty(Empty {}))
+        }
+        None => Ok(Outcome::Empty(Empty {})),
+    };
+    match outcome {
+        Ok(outcome) => Ok(outcome),
+        Err(MvccError::Store(error)) => Err(error),
+        Err(refusal) => Ok(Outcome::Error(ApplyError {
+            kind: refusal.apply_error_kind().map_or(0, |kind| kind as i32),
+        })),
+    }
+}
+
+fn save_member_attributes(
+    txn: &WriteTransaction,
+    group: GroupId,
+    attributes: &MemberAttributes,
+) -> StoreResult<()> {
+    txn.open_table(MEMBERS)?.insert(
+        (group, attributes.member_id),
+        attributes.encode_to_vec().as_slice(),
+    )?;
+    Ok(())
+}
+
+/// The attributes members have published, by member id.
+pub fn member_attributes(db: &Database, group: GroupId) -> StoreResult<Vec<MemberAttributes>> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(MEMBERS)?;
+    let mut members = Vec::new();
+    for row in table.range((group, 0)..=(group, u64::MAX))? {
+        let (_, value) = row?;
+        members.push(
+            MemberAttributes::decode(value.value())
+                .map_err(|error| StoreError::Corrupt(format!("member attributes: {error}")))?,
+        );
+    }
+    Ok(members)
+}
+
+fn snapshot_meta(record: &SnapshotRecord) -> SnapshotMeta<NodeId, MemberNode> {
+    SnapshotMeta {
+        last_log_id: record.last_log_id,
+        last_membership: record.last_membership.clone(),
+        snapshot_id: record.id.clone(),
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let db = self.db.clone();
+        let group = self.group;
+        let dir = self.snapshot_dir.clone();
+        let record = tokio::task::spawn_blocking(move || snapshot::build(&db, group, &dir))
+            .await
+            .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Write))?
+            .map_err(|error| error.snapshot(ErrorVerb::Write))?;
+        let file = tokio::fs::File::open(snapshot::snapshot_path(&self.snapshot_dir, &record.id))
+            .await
+            .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Read))?;
+        Ok(Snapshot {
+            meta: snapshot_meta(&record),
+            snapshot: Box::new(file),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        self.applied_state_sync()
+            .map_err(StoreError::read_state_machine)
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = self.db.clone();
+        let group = self.group;
+        tokio::task::spawn_blocking(move || apply_batch(&db, group, entries))
+            .await
+            .map_err(|error| StoreError::from(error).write_state_machine())?
+            .map_err(StoreError::write_state_machine)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError> {
+        let dir = self.snapshot_dir.clone();
+        let file = tokio::task::spawn_blocking(move || -> StoreResult<std::fs::File> {
+            std::fs::create_dir_all(&dir)?;
+            Ok(tempfile::tempfile_in(&dir)?)
+        })
+        .await
+        .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Write))?
+        .map_err(|error| error.snapshot(ErrorVerb::Write))?;
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, MemberNode>,
+        snapshot: Box<SnapshotFile>,
+    ) -> Result<(), StorageError> {
+        let record = SnapshotRecord {
+            id: meta.snapshot_id.clone(),
+            last_log_id: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+        };
+        let mut file = snapshot.into_std().await;
+        let db = self.db.clone();
+        let group = self.group;
+        let dir = self.snapshot_dir.clone();
+        tokio::task::spawn_blocking(move || snapshot::install(&db, group, &dir, &mut file, &record))
+            .await
+            .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Write))?
+            .map_err(|error| error.snapshot(ErrorVerb::Write))
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let record = snapshot::current(&self.db, self.group)
+            .map_err(|error| error.snapshot(ErrorVerb::Read))?;
+        let Some(record) = record else {
+            return Ok(None);
+        };
+        let file = tokio::fs::File::open(snapshot::snapshot_path(&self.snapshot_dir, &record.id))
+            .await
+            .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Read))?;
+        Ok(Some(Snapshot {
+            meta: snapshot_meta(&record),
+            snapshot: Box::new(file),
+        }))
+    }
+}

@@ -1,0 +1,51 @@
+//! The redb tables of a node's database. Every key starts with the Raft group id, so
+//! one database holds every group a node hosts.
+
+use redb::TableDefinition;
+
+/// Raft log entries: (group, index) → postcard-encoded entry.
+pub const RAFT_LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raft_log");
+
+/// Raft hard state: (group, name) → postcard value. Names are in [`raft_meta`].
+pub const RAFT_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("raft_meta");
+
+/// Every version of every key: (group, key, main revision, sub revision) → record.
+/// Ordered by key, then revision, so "latest version at revision R" is one lookup.
+pub const KV: TableDefinition<(u64, &[u8], i64, i64), &[u8]> = TableDefinition::new("kv");
+
+/// The change history: (group, main revision, sub revision) → key. Drives compaction,
+/// snapshots and (later) watch replay in revision order.
+pub const REVISIONS: TableDefinition<(u64, i64, i64), &[u8]> = TableDefinition::new("revisions");
+
+/// State machine metadata: (group, name) → postcard value. Names are in [`sm_meta`].
+pub const SM_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_meta");
+
+/// Member attributes published through the log: (group, member id) → postcard record.
+pub const MEMBERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("members");
+
+/// Node identity, written once when the data dir is created: name → bytes.
+pub const IDENTITY: TableDefinition<&str, &[u8]> = TableDefinition::new("identity");
+
+/// Names of [`RAFT_META`] rows.
+pub mod raft_meta {
+    /// The last vote this node cast or saw.
+    pub const VOTE: &str = "vote";
+    /// The highest log id known to be committed.
+    pub const COMMITTED: &str = "committed";
+    /// The last log id removed from the log.
+    pub const LAST_PURGED: &str = "last_purged";
+}
+
+/// Names of [`SM_META`] rows.
+pub mod sm_meta {
+    /// The last log id applied to the state machine (written with the data it covers).
+    pub const LAST_APPLIED: &str = "last_applied";
+    /// The last membership applied.
+    pub const LAST_MEMBERSHIP: &str = "last_membership";
+    /// The store's current MVCC revision.
+    pub const REVISION: &str = "revision";
+    /// The revision the store was last compacted at.
+    pub const COMPACT_REVISION: &str = "compact_revision";
+    /// Metadata of the snapshot file currently on disk.
+    pub const SNAPSHOT: &str = "snapshot";
+}

@@ -1,0 +1,197 @@
+//! `synod serve`: etcd's bootstrap flags, resolved into a server configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use synod_server::config::{
+    parse_cluster_state, parse_initial_cluster, parse_listen_urls, split_list,
+};
+use synod_server::{Limits, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+/// Flags of `synod serve`, named as etcd names them.
+#[derive(Debug, Args)]
+pub struct ServeFlags {
+    /// Human-readable name of this member; its key in --initial-cluster.
+    #[arg(long, env = "ETCD_NAME", default_value = "default")]
+    name: String,
+
+    /// Directory for the database, Raft log and snapshots.
+    #[arg(long, env = "ETCD_DATA_DIR", default_value = "synod-data")]
+    data_dir: PathBuf,
+
+    /// URLs to listen on for client traffic (comma-separated).
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_CLIENT_URLS",
+        default_value = "http://127.0.0.1:2379"
+    )]
+    listen_client_urls: String,
+
+    /// Client URLs advertised to the cluster (default: the listen URLs).
+    #[arg(long, env = "ETCD_ADVERTISE_CLIENT_URLS")]
+    advertise_client_urls: Option<String>,
+
+    /// URLs to listen on for peer traffic (comma-separated).
+    #[arg(
+        long,
+        env = "ETCD_LISTEN_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    listen_peer_urls: String,
+
+    /// Peer URLs advertised to the rest of the cluster.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_ADVERTISE_PEER_URLS",
+        default_value = "http://127.0.0.1:2380"
+    )]
+    initial_advertise_peer_urls: String,
+
+    /// Members at bootstrap: name=peer-url,... (default: this member alone).
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER")]
+    initial_cluster: Option<String>,
+
+    /// "new" to bootstrap a cluster, "existing" to restart a member of one.
+    #[arg(long, env = "ETCD_INITIAL_CLUSTER_STATE", default_value = "new")]
+    initial_cluster_state: String,
+
+    /// Token that makes this cluster's ids unique among clusters built from the same URLs.
+    #[arg(
+        long,
+        env = "ETCD_INITIAL_CLUSTER_TOKEN",
+        default_value = "etcd-cluster"
+    )]
+    initial_cluster_token: String,
+
+    /// Applied entries between two snapshots; the log is purged up to a snapshot.
+    #[arg(long, env = "ETCD_SNAPSHOT_COUNT", default_value_t = 100_000)]
+    snapshot_count: u64,
+
+    /// Entries kept in the log behind a snapshot for slow followers to catch up from.
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES",
+        alias = "experimental-snapshot-catchup-entries",
+        default_value_t = 5_000
+    )]
+    snapshot_catchup_entries: u64,
+
+    /// Time (ms) between leader heartbeats.
+    #[arg(long, env = "ETCD_HEARTBEAT_INTERVAL", default_value_t = 100)]
+    heartbeat_interval: u64,
+
+    /// Time (ms) a follower waits for a heartbeat before it campaigns.
+    #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
+    election_timeout: u64,
+
+    /// Largest client request in bytes.
+    #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
+    max_request_bytes: usize,
+
+    /// Most operations in one transaction branch.
+    #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
+    max_txn_ops: usize,
+
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+impl ServeFlags {
+    fn into_config(self) -> anyhow::Result<ServerConfig> {
+        let advertise_peer_urls = split_list(&self.initial_advertise_peer_urls);
+        let initial_cluster = match &self.initial_cluster {
+            Some(value) => parse_initial_cluster(value)?,
+            None => parse_initial_cluster(
+                &advertise_peer_urls
+                    .iter()
+                    .map(|url| format!("{}={url}", self.name))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            )?,
+        };
+        let advertise_client_urls = split_list(
+            self.advertise_client_urls
+                .as_deref()
+                .unwrap_or(&self.listen_client_urls),
+        );
+        if self.heartbeat_interval == 0 || self.election_timeout < 5 * self.heartbeat_interval {
+            anyhow::bail!(
+                "--election-timeout ({} ms) must be at least 5 times --heartbeat-interval ({} ms)",
+                self.election_timeout,
+                self.heartbeat_interval
+            );
+        }
+        if self.snapshot_count == 0 {
+            anyhow::bail!("--snapshot-count must be at least 1");
+        }
+        Ok(ServerConfig {
+            listen_client: parse_listen_urls("--listen-client-urls", &self.listen_client_urls)?,
+            listen_peer: parse_listen_urls("--listen-peer-urls", &self.listen_peer_urls)?,
+            advertise_client_urls,
+            advertise_peer_urls,
+            initial_cluster,
+            cluster_state: parse_cluster_state(&self.initial_cluster_state)?,
+            cluster_token: self.initial_cluster_token,
+            snapshot_count: self.snapshot_count,
+            snapshot_catchup_entries: self.snapshot_catchup_entries,
+            heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
+            election_timeout: Duration::from_millis(self.election_timeout),
+            limits: Limits {
+                request_bytes_max: self.max_request_bytes,
+                txn_ops_max: self.max_txn_ops,
+            },
+            name: self.name,
+            data_dir: self.data_dir,
+        })
+    }
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(format!("{level},openraft=warn")))
+        .with_context(|| format!("--log-level {level:?} is not a valid level"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+/// Waits for SIGTERM or SIGINT.
+async fn termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs `synod serve`.
+pub fn run(flags: ServeFlags) -> anyhow::Result<()> {
+    init_logging(&flags.log_level)?;
+    let config = flags.into_config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(synod_server::run(config, termination()))?;
+    Ok(())
+}
