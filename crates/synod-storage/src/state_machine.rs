@@ -246,10 +246,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let group = self.group;
         let dir = self.snapshot_dir.clone();
-        tokio::task::spawn_blocking(move || snapshot::install(&db, group, &dir, &mut file, &record))
-            .await
-            .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Write))?
-            .map_err(|error| error.snapshot(ErrorVerb::Write))
+        let id = record.id.clone();
+        tokio::task::spawn_blocking(move || {
+            snapshot::install(&db, group, &dir, &mut file, &record)
+        })
+        .await
+        .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Write))?
+        .map_err(|error| error.snapshot(ErrorVerb::Write))?;
+        tracing::info!(group, snapshot = %id, "installed snapshot from leader");
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

@@ -152,7 +152,7 @@ impl ServeFlags {
 
 fn init_logging(level: &str) -> anyhow::Result<()> {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("{level},openraft=warn")))
+        .or_else(|_| EnvFilter::try_new(format!("{level},openraft=error")))
         .with_context(|| format!("--log-level {level:?} is not a valid level"))?;
     tracing_subscriber::fmt()
         .with_env_filter(filter)

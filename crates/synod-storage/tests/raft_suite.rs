@@ -1,0 +1,32 @@
+//! openraft's storage conformance suite, run against synod's redb log store and
+//! state machine.
+
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+use synod_storage::{open_database, LogStore, NodeId, StateMachine, TypeConfig};
+
+struct RedbStoreBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RedbStoreBuilder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<NodeId>> {
+        let dir = tempfile::tempdir().map_err(|error| {
+            StorageError::from_io_error(
+                openraft::ErrorSubject::Store,
+                openraft::ErrorVerb::Write,
+                error,
+            )
+        })?;
+        let db =
+            open_database(&dir.path().join("synod.redb")).map_err(|error| error.write_logs())?;
+        let log_store = LogStore::new(db.clone(), 0);
+        let state_machine = StateMachine::new(db, 0, dir.path().join("snapshots"));
+        Ok((dir, log_store, state_machine))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
+    Suite::test_all(RedbStoreBuilder)
+}
