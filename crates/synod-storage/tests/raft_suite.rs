@@ -27,6 +27,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
 }
 
 #[test]
-fn openraft_storage_suite() -> Result<(), StorageError<NodeId>> {
-    Suite::test_all(RedbStoreBuilder)
+fn openraft_storage_suite() {
+    if let Err(error) = Suite::test_all(RedbStoreBuilder) {
+        panic!("openraft storage suite failed: {error}");
+    }
 }
