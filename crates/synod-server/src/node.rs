@@ -97,7 +97,7 @@ impl Node {
     pub async fn propose(&self, command: CommandMessage) -> Result<ResultMessage, NodeError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let forward_to = match self.propose_local(command.clone()).await {
+            let forward_to = match self.propose_local(command.clone(), deadline).await {
                 Ok(result) => return Ok(result),
                 Err(ProposeError::NotLeader(forward)) => forward,
                 Err(ProposeError::Node(error)) => return Err(error),
@@ -119,12 +119,18 @@ impl Node {
         }
     }
 
-    /// Proposes `command` to the local Raft instance, which must lead.
+    /// Proposes `command` to the local Raft instance, which must lead, and waits until
+    /// `deadline` for it to be applied.
     pub async fn propose_local(
         &self,
         command: CommandMessage,
+        deadline: Instant,
     ) -> Result<ResultMessage, ProposeError> {
-        match self.raft.client_write(Command(command)).await {
+        let write = tokio::time::timeout_at(deadline, self.raft.client_write(Command(command)));
+        let Ok(outcome) = write.await else {
+            return Err(ProposeError::Node(NodeError::Timeout));
+        };
+        match outcome {
             Ok(response) => Ok(response.data.0),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(ProposeError::NotLeader(forward))
@@ -173,7 +179,11 @@ impl Node {
     pub async fn read_barrier(&self) -> Result<(), NodeError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let forward = match self.raft.ensure_linearizable().await {
+            let confirm = tokio::time::timeout_at(deadline, self.raft.ensure_linearizable());
+            let Ok(confirmed) = confirm.await else {
+                return Err(NodeError::Timeout);
+            };
+            let forward = match confirmed {
                 Ok(_) => return Ok(()),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
                     Some(forward)
@@ -224,7 +234,13 @@ impl Node {
     /// The leader's half of a follower's read: confirms leadership with a quorum and
     /// returns the log index a linearizable read must wait for.
     pub async fn local_read_index(&self) -> Result<u64, tonic::Status> {
-        match self.raft.get_read_log_id().await {
+        let confirm = tokio::time::timeout(REQUEST_TIMEOUT, self.raft.get_read_log_id());
+        let Ok(confirmed) = confirm.await else {
+            return Err(tonic::Status::deadline_exceeded(
+                "read index: leadership not confirmed in time",
+            ));
+        };
+        match confirmed {
             Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(not_leader()),
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error))) => {

@@ -15,7 +15,8 @@ use synod_storage::{NodeId, TypeConfig};
 use tonic::{Request, Response, Status};
 
 use super::codec;
-use crate::node::{not_leader, Node, ProposeError, DEFAULT_GROUP};
+use crate::limits::REQUEST_TIMEOUT;
+use crate::node::{not_leader, Node, NodeError, ProposeError, DEFAULT_GROUP};
 
 /// Serves the peer RPC for one node.
 pub struct PeerService {
@@ -83,11 +84,15 @@ impl RaftPeer for PeerService {
         check_group(message.group_id)?;
         let command = CommandMessage::decode(message.command.as_slice())
             .map_err(|error| Status::invalid_argument(format!("bad forwarded command: {error}")))?;
-        match self.node.propose_local(command).await {
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        match self.node.propose_local(command, deadline).await {
             Ok(result) => Ok(Response::new(ForwardResponse {
                 response: result.encode_to_vec(),
             })),
             Err(ProposeError::NotLeader(_)) => Err(not_leader()),
+            Err(ProposeError::Node(NodeError::Timeout)) => {
+                Err(Status::deadline_exceeded(NodeError::Timeout.to_string()))
+            }
             Err(ProposeError::Node(error)) => Err(Status::unavailable(error.to_string())),
         }
     }
