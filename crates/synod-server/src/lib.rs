@@ -8,6 +8,7 @@
 pub mod api;
 pub mod config;
 pub mod identity;
+pub mod lease;
 pub mod limits;
 pub mod node;
 pub mod raft;

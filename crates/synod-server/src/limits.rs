@@ -9,6 +9,18 @@ pub struct Limits {
     pub request_bytes_max: usize,
     /// Most operations in one Txn branch (`--max-txn-ops`).
     pub txn_ops_max: usize,
+    /// Shortest lease TTL granted; shorter requests are raised to it. As in etcd, 1.5
+    /// election timeouts (rounded up to whole seconds), so a lease survives an
+    /// election.
+    pub lease_ttl_min_seconds: i64,
+}
+
+impl Limits {
+    /// etcd's minimum lease TTL for an election timeout.
+    pub fn lease_ttl_min_for(election_timeout: Duration) -> i64 {
+        let millis = election_timeout.as_millis().saturating_mul(3) / 2;
+        i64::try_from(millis.div_ceil(1000)).unwrap_or(i64::MAX)
+    }
 }
 
 impl Default for Limits {
@@ -16,6 +28,7 @@ impl Default for Limits {
         Self {
             request_bytes_max: 1536 * 1024,
             txn_ops_max: 128,
+            lease_ttl_min_seconds: 2,
         }
     }
 }
@@ -41,3 +54,6 @@ pub const LEADER_RETRY_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Timeout for one peer RPC that is not a snapshot.
 pub const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Keep-alive responses buffered per stream before the server waits for the client.
+pub const KEEPALIVE_RESPONSES_BUFFERED: usize = 16;

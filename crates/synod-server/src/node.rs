@@ -11,11 +11,12 @@ use openraft::Raft;
 use redb::Database;
 use synod_proto::etcdserverpb::ResponseHeader;
 use synod_proto::synodpb::{Command as CommandMessage, CommandResult as ResultMessage};
-use synod_proto::synodpeer::{ForwardRequest, ReadIndexRequest};
+use synod_proto::synodpeer::{ForwardRequest, LeaseRequest, ReadIndexRequest};
 use synod_storage::mvcc::MvccReader;
 use synod_storage::{Command, GroupId, MemberNode, NodeId, TypeConfig};
 use tokio::time::Instant;
 
+use crate::lease::{KeeperError, LeaseKeeper, LeaseTtl};
 use crate::limits::{Limits, LEADER_RETRY_INTERVAL, REQUEST_TIMEOUT};
 use crate::raft::network::PeerClients;
 
@@ -74,6 +75,8 @@ pub struct Node {
     pub limits: Limits,
     /// Connections to peers.
     pub peers: PeerClients,
+    /// Lease deadlines (meaningful while this member leads).
+    pub leases: LeaseKeeper,
 }
 
 /// Status a forwarding target answers when it is not the leader, so the request is
@@ -248,6 +251,109 @@ impl Node {
             }
             Err(RaftError::Fatal(error)) => Err(tonic::Status::unavailable(error.to_string())),
         }
+    }
+}
+
+/// Which lease question to ask the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseQuery {
+    /// Renew the lease and report its granted TTL.
+    KeepAlive,
+    /// Report the lease's TTLs without renewing it.
+    TimeToLive,
+}
+
+impl Node {
+    /// Asks the leader's lease keeper about lease `id` (here, if this member leads).
+    /// `None` means the lease does not exist (or is being revoked).
+    pub async fn lease_query(
+        &self,
+        id: i64,
+        query: LeaseQuery,
+    ) -> Result<Option<LeaseTtl>, NodeError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            if let Some(answer) = self.local_lease_query(id, query)? {
+                return Ok(answer);
+            }
+            if let Some(leader) = self.known_leader() {
+                if let Some(answer) = self.remote_lease_query(&leader, id, query, deadline).await {
+                    return Ok(answer);
+                }
+            }
+            if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
+                return Err(NodeError::NoLeader);
+            }
+            tokio::time::sleep(LEADER_RETRY_INTERVAL).await;
+        }
+    }
+
+    /// Answers a lease query from this member's keeper; `Ok(None)` if it does not
+    /// lead (yet).
+    pub fn local_lease_query(
+        &self,
+        id: i64,
+        query: LeaseQuery,
+    ) -> Result<Option<Option<LeaseTtl>>, NodeError> {
+        let stored = self
+            .reader
+            .lease(id)
+            .map_err(|error| NodeError::Internal(error.to_string()))?;
+        let answer = match query {
+            LeaseQuery::KeepAlive => self.leases.renew(id, stored).map(|granted| {
+                granted.map(|granted| LeaseTtl {
+                    granted,
+                    remaining: granted,
+                })
+            }),
+            LeaseQuery::TimeToLive => self.leases.time_to_live(id, stored),
+        };
+        match answer {
+            Ok(answer) => Ok(Some(answer)),
+            Err(KeeperError::NotLeading) => Ok(None),
+        }
+    }
+
+    /// The current leader, if it is another member.
+    fn known_leader(&self) -> Option<MemberNode> {
+        let metrics = self.raft.metrics().borrow().clone();
+        let leader = metrics
+            .current_leader
+            .filter(|leader| *leader != self.member.id)?;
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .cloned()
+    }
+
+    async fn remote_lease_query(
+        &self,
+        leader: &MemberNode,
+        id: i64,
+        query: LeaseQuery,
+        deadline: Instant,
+    ) -> Option<Option<LeaseTtl>> {
+        let mut client = self.peers.for_node(leader).ok()?;
+        let mut request = tonic::Request::new(LeaseRequest {
+            group_id: DEFAULT_GROUP,
+            lease_id: id,
+        });
+        request.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(2)),
+        );
+        let response = match query {
+            LeaseQuery::KeepAlive => client.lease_keep_alive(request).await,
+            LeaseQuery::TimeToLive => client.lease_time_to_live(request).await,
+        }
+        .ok()?
+        .into_inner();
+        Some(response.found.then_some(LeaseTtl {
+            granted: response.granted_ttl,
+            remaining: response.remaining_ttl,
+        }))
     }
 }
 

@@ -30,10 +30,12 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
+use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::pending::PendingService;
 use crate::config::{ClusterState, ConfigError, ServerConfig};
 use crate::identity::{self, Identity, IdentityError};
+use crate::lease::{run_keeper, LeaseKeeper};
 use crate::limits::{
     GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES,
 };
@@ -168,19 +170,22 @@ pub async fn run(
     let peer_listeners = bind(&config.listen_peer).await?;
 
     let peers = PeerClients::default();
+    let state_machine = StateMachine::new(
+        db.clone(),
+        DEFAULT_GROUP,
+        config
+            .data_dir
+            .join("snapshots")
+            .join(format!("group-{DEFAULT_GROUP}")),
+    )
+    .map_err(|error| data_dir_error(error.to_string()))?;
+    let applied = state_machine.subscribe();
     let raft = Raft::new(
         expected.member_id,
         Arc::new(raft_config(&config)?),
         PeerNetworkFactory::new(DEFAULT_GROUP, peers.clone()),
         LogStore::new(db.clone(), DEFAULT_GROUP),
-        StateMachine::new(
-            db.clone(),
-            DEFAULT_GROUP,
-            config
-                .data_dir
-                .join("snapshots")
-                .join(format!("group-{DEFAULT_GROUP}")),
-        ),
+        state_machine,
     )
     .await
     .map_err(|error| ServerError::Raft(error.to_string()))?;
@@ -199,6 +204,7 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
         limits: config.limits,
         peers,
+        leases: LeaseKeeper::default(),
     });
 
     let (stop_sender, stop) = watch::channel(false);
@@ -209,6 +215,7 @@ pub async fn run(
     for listener in peer_listeners {
         tasks.spawn(serve_peers(node.clone(), listener, stop.clone()));
     }
+    tasks.spawn(keep_leases(node.clone(), applied.clone(), stop.clone()));
 
     if config.cluster_state == ClusterState::New
         && !raft
@@ -257,6 +264,16 @@ pub async fn run(
     }
 }
 
+async fn keep_leases(
+    node: Arc<Node>,
+    applied: watch::Receiver<synod_storage::Applied>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    run_keeper(node, applied, stop.clone()).await;
+    stopped(stop).await;
+    Ok(())
+}
+
 async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
@@ -278,7 +295,7 @@ async fn serve_clients(
             node.clone(),
         )))
         .add_service(WatchServer::new(PendingService))
-        .add_service(LeaseServer::new(PendingService))
+        .add_service(LeaseServer::new(LeaseService::new(node.clone())))
         .add_service(AuthServer::new(PendingService))
         .add_service(LockServer::new(PendingService))
         .add_service(ElectionServer::new(PendingService))

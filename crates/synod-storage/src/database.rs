@@ -7,7 +7,9 @@ use std::sync::Arc;
 use redb::{Database, Durability};
 
 use crate::error::StoreResult;
-use crate::tables::{IDENTITY, KV, MEMBERS, RAFT_LOG, RAFT_META, REVISIONS, SM_META};
+use crate::tables::{
+    IDENTITY, KV, LEASES, LEASE_KEYS, MEMBERS, RAFT_LOG, RAFT_META, REVISIONS, SM_META,
+};
 
 /// File name of the database inside the data dir.
 pub const DATABASE_FILE: &str = "synod.redb";
@@ -24,6 +26,8 @@ pub fn open_database(path: &Path) -> StoreResult<Arc<Database>> {
     txn.open_table(SM_META)?;
     txn.open_table(MEMBERS)?;
     txn.open_table(IDENTITY)?;
+    txn.open_table(LEASES)?;
+    txn.open_table(LEASE_KEYS)?;
     txn.commit()?;
     Ok(Arc::new(db))
 }

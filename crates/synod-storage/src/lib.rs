@@ -17,5 +17,5 @@ pub mod types;
 pub use database::{open_database, DATABASE_FILE};
 pub use error::{StoreError, StoreResult};
 pub use log_store::LogStore;
-pub use state_machine::{member_attributes, StateMachine};
+pub use state_machine::{member_attributes, Applied, StateMachine};
 pub use types::{Command, CommandResult, GroupId, MemberNode, NodeId, TypeConfig};

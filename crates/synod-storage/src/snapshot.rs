@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
 use crate::mvcc::write::read_counter;
-use crate::tables::{sm_meta, KV, MEMBERS, REVISIONS, SM_META};
+use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, MEMBERS, REVISIONS, SM_META};
 use crate::types::{GroupId, LogId, StoredMembership};
 
 /// Version of the snapshot file format.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// Largest frame a reader accepts; bounds memory when reading a damaged file.
 const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -40,6 +40,14 @@ enum Frame<'a> {
     Member {
         id: u64,
         attributes: &'a [u8],
+    },
+    Lease {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseKey {
+        id: i64,
+        key: &'a [u8],
     },
     Trailer {
         rows: u64,
@@ -154,6 +162,27 @@ pub fn build(db: &Database, group: GroupId, dir: &Path) -> StoreResult<SnapshotR
             )?;
             rows += 1;
         }
+        let leases = txn.open_table(LEASES)?;
+        for row in leases.range((group, i64::MIN)..=(group, i64::MAX))? {
+            let (key, ttl) = row?;
+            write_frame(
+                &mut out,
+                &Frame::Lease {
+                    id: key.value().1,
+                    ttl: ttl.value(),
+                },
+            )?;
+            rows += 1;
+        }
+        let lease_keys = txn.open_table(LEASE_KEYS)?;
+        for row in lease_keys.range::<(u64, i64, &[u8])>(
+            (group, i64::MIN, &[][..])..(group.saturating_add(1), i64::MIN, &[][..]),
+        )? {
+            let (key, ()) = row.map(|(key, value)| (key, value.value()))?;
+            let (_, id, key) = key.value();
+            write_frame(&mut out, &Frame::LeaseKey { id, key })?;
+            rows += 1;
+        }
         write_frame(&mut out, &Frame::Trailer { rows })?;
         let file = out.into_inner().map_err(|error| error.into_error())?;
         file.sync_all()?;
@@ -231,6 +260,8 @@ fn load_frames(txn: &WriteTransaction, group: GroupId, path: &Path) -> StoreResu
     let mut kv = txn.open_table(KV)?;
     let mut revisions = txn.open_table(REVISIONS)?;
     let mut members = txn.open_table(MEMBERS)?;
+    let mut leases = txn.open_table(LEASES)?;
+    let mut lease_keys = txn.open_table(LEASE_KEYS)?;
     let mut rows = 0u64;
     loop {
         read_frame_bytes(&mut input, &mut buffer)?;
@@ -246,6 +277,12 @@ fn load_frames(txn: &WriteTransaction, group: GroupId, path: &Path) -> StoreResu
             }
             Frame::Member { id, attributes } => {
                 members.insert((group, id), attributes)?;
+            }
+            Frame::Lease { id, ttl } => {
+                leases.insert((group, id), ttl)?;
+            }
+            Frame::LeaseKey { id, key } => {
+                lease_keys.insert((group, id, key), ())?;
             }
             Frame::Trailer { rows: expected } if expected == rows => break,
             Frame::Trailer { rows: expected } => {
@@ -284,6 +321,13 @@ fn wipe_group(txn: &WriteTransaction, group: GroupId) -> StoreResult<()> {
         .retain_in((group, 0, 0)..=(group, i64::MAX, i64::MAX), |_, _| false)?;
     txn.open_table(MEMBERS)?
         .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
+    txn.open_table(LEASES)?
+        .retain_in((group, i64::MIN)..=(group, i64::MAX), |_, _| false)?;
+    txn.open_table(LEASE_KEYS)?
+        .retain_in::<(u64, i64, &[u8]), _>(
+            (group, i64::MIN, &[][..])..(group.saturating_add(1), i64::MIN, &[][..]),
+            |_, _| false,
+        )?;
     Ok(())
 }
 

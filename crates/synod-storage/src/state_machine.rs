@@ -18,10 +18,11 @@ use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::command_result::Result as Outcome;
 use synod_proto::synodpb::{ApplyError, CommandResult as ResultMessage, Empty, MemberAttributes};
+use tokio::sync::watch;
 
 use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
-use crate::mvcc::{MvccError, MvccWriter};
+use crate::mvcc::{MvccError, MvccReader, MvccWriter};
 use crate::snapshot::{self, SnapshotRecord};
 use crate::tables::{sm_meta, MEMBERS, SM_META};
 use crate::types::{
@@ -29,23 +30,62 @@ use crate::types::{
     StoredMembership, TypeConfig,
 };
 
+/// How far the state machine has applied, published after every applied batch for
+/// those who wait on it: watchers (new revisions) and the lease keeper (leases
+/// granted or revoked).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The store's current revision.
+    pub revision: i64,
+    /// The revision the store is compacted at.
+    pub compacted: i64,
+    /// Counts batches that granted or revoked a lease (or installed a snapshot)
+    /// since this process started; a change means the lease table changed.
+    pub lease_changes: u64,
+}
+
 /// The state machine of one group. Cheap to clone: clones share the database.
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
     group: GroupId,
     snapshot_dir: PathBuf,
+    applied: Arc<watch::Sender<Applied>>,
 }
 
 impl StateMachine {
     /// The state machine of `group` in `db`, keeping its snapshot files in
     /// `snapshot_dir` (a directory of its own: other files there are removed).
-    pub fn new(db: Arc<Database>, group: GroupId, snapshot_dir: PathBuf) -> Self {
-        Self {
+    pub fn new(db: Arc<Database>, group: GroupId, snapshot_dir: PathBuf) -> StoreResult<Self> {
+        let (revision, compacted) = MvccReader::new(db.clone(), group).revisions()?;
+        let (applied, _) = watch::channel(Applied {
+            revision,
+            compacted,
+            lease_changes: 0,
+        });
+        Ok(Self {
             db,
             group,
             snapshot_dir,
-        }
+            applied: Arc::new(applied),
+        })
+    }
+
+    /// Follows what the state machine applies.
+    pub fn subscribe(&self) -> watch::Receiver<Applied> {
+        self.applied.subscribe()
+    }
+
+    fn publish(&self, leases_changed: bool) -> StoreResult<()> {
+        let (revision, compacted) = MvccReader::new(self.db.clone(), self.group).revisions()?;
+        self.applied.send_modify(|applied| {
+            applied.revision = revision;
+            applied.compacted = compacted;
+            if leases_changed {
+                applied.lease_changes += 1;
+            }
+        });
+        Ok(())
     }
 
     fn applied_state_sync(&self) -> StoreResult<(Option<LogId>, StoredMembership)> {
@@ -63,24 +103,29 @@ impl StateMachine {
     }
 }
 
-/// Applies `entries` in one transaction and returns one result per entry.
+/// Applies `entries` in one transaction and returns one result per entry, and
+/// whether any of them granted or revoked a lease.
 fn apply_batch(
     db: &Database,
     group: GroupId,
     entries: Vec<Entry>,
-) -> StoreResult<Vec<CommandResult>> {
+) -> StoreResult<(Vec<CommandResult>, bool)> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::None)?;
     let mut results = Vec::with_capacity(entries.len());
     let mut last_applied = None;
     let mut last_membership = None;
+    let mut leases_changed = false;
     {
         let mut writer = MvccWriter::open(&txn, group)?;
         for entry in entries {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Empty(Empty {}),
                 EntryPayload::Normal(command) => {
-                    apply_command(&txn, &mut writer, group, command.0.op)?
+                    let outcome = apply_command(&txn, &mut writer, group, command.0.op)?;
+                    leases_changed |=
+                        matches!(outcome, Outcome::LeaseGrant(_) | Outcome::LeaseRevoke(_));
+                    outcome
                 }
                 EntryPayload::Membership(membership) => {
                     last_membership = Some(StoredMembership::new(Some(entry.log_id), membership));
@@ -111,7 +156,7 @@ fn apply_batch(
         }
     }
     txn.commit()?;
-    Ok(results)
+    Ok((results, leases_changed))
 }
 
 fn apply_command(
@@ -125,6 +170,8 @@ fn apply_command(
         Some(Op::DeleteRange(request)) => writer.delete_range(&request).map(Outcome::DeleteRange),
         Some(Op::Txn(request)) => writer.txn(&request).map(Outcome::Txn),
         Some(Op::Compaction(request)) => writer.compact(&request).map(Outcome::Compaction),
+        Some(Op::LeaseGrant(request)) => writer.lease_grant(&request).map(Outcome::LeaseGrant),
+        Some(Op::LeaseRevoke(request)) => writer.lease_revoke(&request).map(Outcome::LeaseRevoke),
         Some(Op::MemberAttributes(attributes)) => {
             save_member_attributes(txn, group, &attributes)?;
             Ok(Outcome::Empty(Empty {}))
@@ -210,10 +257,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let db = self.db.clone();
         let group = self.group;
-        tokio::task::spawn_blocking(move || apply_batch(&db, group, entries))
-            .await
-            .map_err(|error| StoreError::from(error).write_state_machine())?
-            .map_err(StoreError::write_state_machine)
+        let (results, leases_changed) =
+            tokio::task::spawn_blocking(move || apply_batch(&db, group, entries))
+                .await
+                .map_err(|error| StoreError::from(error).write_state_machine())?
+                .map_err(StoreError::write_state_machine)?;
+        self.publish(leases_changed)
+            .map_err(StoreError::read_state_machine)?;
+        Ok(results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -254,7 +305,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Write))?
         .map_err(|error| error.snapshot(ErrorVerb::Write))?;
         tracing::info!(group, snapshot = %id, "installed snapshot from leader");
-        Ok(())
+        self.publish(true).map_err(StoreError::read_state_machine)
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

@@ -20,6 +20,13 @@ pub const REVISIONS: TableDefinition<(u64, i64, i64), &[u8]> = TableDefinition::
 /// State machine metadata: (group, name) → postcard value. Names are in [`sm_meta`].
 pub const SM_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_meta");
 
+/// Leases: (group, lease id) → granted TTL in seconds (i64, big-endian).
+pub const LEASES: TableDefinition<(u64, i64), i64> = TableDefinition::new("leases");
+
+/// Keys attached to each lease: (group, lease id, key) → (). Lets a revocation find
+/// its keys without scanning the store.
+pub const LEASE_KEYS: TableDefinition<(u64, i64, &[u8]), ()> = TableDefinition::new("lease_keys");
+
 /// Member attributes published through the log: (group, member id) → postcard record.
 pub const MEMBERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("members");
 

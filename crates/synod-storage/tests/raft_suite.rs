@@ -21,7 +21,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
         let db =
             open_database(&dir.path().join("synod.redb")).map_err(|error| error.write_logs())?;
         let log_store = LogStore::new(db.clone(), 0);
-        let state_machine = StateMachine::new(db, 0, dir.path().join("snapshots"));
+        let state_machine = StateMachine::new(db, 0, dir.path().join("snapshots"))
+            .map_err(|error| error.write_logs())?;
         Ok((dir, log_store, state_machine))
     }
 }

@@ -40,6 +40,12 @@ pub enum ApiError {
     /// The lease named does not exist.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// A grant asked for a lease id that is taken.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// A grant asked for a TTL above the maximum.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// The cluster could not carry out the request.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -58,6 +64,7 @@ impl From<MvccError> for ApiError {
             MvccError::FutureRevision => ApiError::FutureRevision,
             MvccError::LeaseNotFound => ApiError::LeaseNotFound,
             MvccError::KeyNotFound => ApiError::KeyNotFound,
+            MvccError::LeaseExists => ApiError::LeaseExists,
             MvccError::Store(error) => ApiError::Internal(error.to_string()),
         }
     }
@@ -71,6 +78,7 @@ impl ApiError {
             Ok(ApplyErrorKind::FutureRevision) => ApiError::FutureRevision,
             Ok(ApplyErrorKind::LeaseNotFound) => ApiError::LeaseNotFound,
             Ok(ApplyErrorKind::KeyNotFound) => ApiError::KeyNotFound,
+            Ok(ApplyErrorKind::LeaseExists) => ApiError::LeaseExists,
             Ok(ApplyErrorKind::Unknown) | Err(_) => {
                 ApiError::Internal(format!("unknown apply error kind {kind}"))
             }
@@ -86,8 +94,11 @@ impl ApiError {
             | ApiError::TooManyOps
             | ApiError::DuplicateKey
             | ApiError::RequestTooLarge => Code::InvalidArgument,
-            ApiError::Compacted | ApiError::FutureRevision => Code::OutOfRange,
+            ApiError::Compacted | ApiError::FutureRevision | ApiError::LeaseTtlTooLarge => {
+                Code::OutOfRange
+            }
             ApiError::LeaseNotFound => Code::NotFound,
+            ApiError::LeaseExists => Code::FailedPrecondition,
             ApiError::Node(NodeError::Forwarded(status)) => status.code(),
             ApiError::Node(NodeError::Internal(_)) | ApiError::Internal(_) => Code::Internal,
             ApiError::Node(_) => Code::Unavailable,

@@ -1,8 +1,8 @@
 //! Stamping responses with this node's header (cluster, member, revision, term).
 
 use synod_proto::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader,
-    TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse, PutResponse,
+    RangeResponse, ResponseHeader, TxnResponse,
 };
 
 use crate::node::Node;
@@ -28,7 +28,9 @@ with_header!(
     PutResponse,
     DeleteRangeResponse,
     TxnResponse,
-    CompactionResponse
+    CompactionResponse,
+    LeaseGrantResponse,
+    LeaseRevokeResponse
 );
 
 /// Completes the header the store filled in (revision only) with this node's ids and

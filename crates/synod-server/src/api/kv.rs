@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use prost::Message;
 use synod_proto::etcdserverpb::kv_server::Kv;
 use synod_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -14,9 +13,9 @@ use synod_proto::etcdserverpb::{
 };
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::command_result::Result as Outcome;
-use synod_proto::synodpb::Command;
 use tonic::{Request, Response, Status};
 
+use super::commit::{commit, unexpected};
 use super::error::ApiError;
 use super::header::stamp;
 use super::validate;
@@ -33,18 +32,8 @@ impl KvService {
         Self { node }
     }
 
-    /// Proposes `op` and returns what the state machine produced for it.
     async fn commit(&self, op: Op) -> Result<Outcome, ApiError> {
-        let command = Command { op: Some(op) };
-        if command.encoded_len() > self.node.limits.request_bytes_max {
-            return Err(ApiError::RequestTooLarge);
-        }
-        let result = self.node.propose(command).await?;
-        match result.result {
-            Some(Outcome::Error(error)) => Err(ApiError::from_apply(error.kind)),
-            Some(outcome) => Ok(outcome),
-            None => Err(ApiError::Internal("command produced no result".into())),
-        }
+        commit(&self.node, op).await
     }
 
     /// Serves a Range from the local replica.
@@ -59,10 +48,6 @@ impl KvService {
             .map_err(|error| ApiError::Internal(error.to_string()))??;
         Ok(stamp(&self.node, response))
     }
-}
-
-fn unexpected(outcome: &Outcome) -> ApiError {
-    ApiError::Internal(format!("unexpected command result {outcome:?}"))
 }
 
 #[tonic::async_trait]

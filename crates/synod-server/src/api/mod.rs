@@ -2,9 +2,11 @@
 //! request validation.
 
 pub mod cluster;
+pub mod commit;
 pub mod error;
 pub mod header;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
 pub mod pending;
 pub mod validate;

@@ -2,7 +2,6 @@
 //! message naming it, so a client learns exactly what is missing.
 
 use synod_proto::etcdserverpb::auth_server::Auth;
-use synod_proto::etcdserverpb::lease_server::Lease;
 use synod_proto::etcdserverpb::watch_server::Watch;
 use synod_proto::etcdserverpb::*;
 use synod_proto::v3electionpb::election_server::Election;
@@ -30,46 +29,6 @@ impl Watch for PendingService {
         _request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         Err(unimplemented("Watch.Watch"))
-    }
-}
-
-#[tonic::async_trait]
-impl Lease for PendingService {
-    async fn lease_grant(
-        &self,
-        _request: Request<LeaseGrantRequest>,
-    ) -> Result<Response<LeaseGrantResponse>, Status> {
-        Err(unimplemented("Lease.LeaseGrant"))
-    }
-
-    async fn lease_revoke(
-        &self,
-        _request: Request<LeaseRevokeRequest>,
-    ) -> Result<Response<LeaseRevokeResponse>, Status> {
-        Err(unimplemented("Lease.LeaseRevoke"))
-    }
-
-    async fn lease_time_to_live(
-        &self,
-        _request: Request<LeaseTimeToLiveRequest>,
-    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        Err(unimplemented("Lease.LeaseTimeToLive"))
-    }
-
-    async fn lease_leases(
-        &self,
-        _request: Request<LeaseLeasesRequest>,
-    ) -> Result<Response<LeaseLeasesResponse>, Status> {
-        Err(unimplemented("Lease.LeaseLeases"))
-    }
-
-    type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
-
-    async fn lease_keep_alive(
-        &self,
-        _request: Request<Streaming<LeaseKeepAliveRequest>>,
-    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Err(unimplemented("Lease.LeaseKeepAlive"))
     }
 }
 

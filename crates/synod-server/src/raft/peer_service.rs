@@ -8,15 +8,15 @@ use prost::Message;
 use synod_proto::synodpb::Command as CommandMessage;
 use synod_proto::synodpeer::raft_peer_server::RaftPeer;
 use synod_proto::synodpeer::{
-    ForwardRequest, ForwardResponse, NodeInfoRequest, NodeInfoResponse, RaftMessage,
-    ReadIndexRequest, ReadIndexResponse,
+    ForwardRequest, ForwardResponse, LeaseDeadline, LeaseRequest, NodeInfoRequest,
+    NodeInfoResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse,
 };
 use synod_storage::{NodeId, TypeConfig};
 use tonic::{Request, Response, Status};
 
 use super::codec;
 use crate::limits::REQUEST_TIMEOUT;
-use crate::node::{not_leader, Node, NodeError, ProposeError, DEFAULT_GROUP};
+use crate::node::{not_leader, LeaseQuery, Node, NodeError, ProposeError, DEFAULT_GROUP};
 
 /// Serves the peer RPC for one node.
 pub struct PeerService {
@@ -27,6 +27,23 @@ impl PeerService {
     /// The peer service of `node`.
     pub fn new(node: Arc<Node>) -> Self {
         Self { node }
+    }
+
+    fn lease_query(
+        &self,
+        request: LeaseRequest,
+        query: LeaseQuery,
+    ) -> Result<Response<LeaseDeadline>, Status> {
+        check_group(request.group_id)?;
+        match self.node.local_lease_query(request.lease_id, query) {
+            Ok(Some(answer)) => Ok(Response::new(LeaseDeadline {
+                found: answer.is_some(),
+                granted_ttl: answer.map_or(0, |ttl| ttl.granted),
+                remaining_ttl: answer.map_or(0, |ttl| ttl.remaining),
+            })),
+            Ok(None) => Err(not_leader()),
+            Err(error) => Err(Status::internal(error.to_string())),
+        }
     }
 }
 
@@ -109,6 +126,20 @@ impl RaftPeer for PeerService {
             leader_id: metrics.current_leader.unwrap_or_default(),
             term: metrics.current_term,
         }))
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseDeadline>, Status> {
+        self.lease_query(request.into_inner(), LeaseQuery::KeepAlive)
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseRequest>,
+    ) -> Result<Response<LeaseDeadline>, Status> {
+        self.lease_query(request.into_inner(), LeaseQuery::TimeToLive)
     }
 
     async fn node_info(

@@ -13,7 +13,7 @@ use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 
 use crate::error::StoreError;
-use crate::tables::{sm_meta, KV, SM_META};
+use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, SM_META};
 use crate::types::GroupId;
 pub use write::MvccWriter;
 
@@ -33,6 +33,9 @@ pub enum MvccError {
     /// `ignore_value` or `ignore_lease` on a key that does not exist.
     #[error("key not found")]
     KeyNotFound,
+    /// A grant named a lease id that is taken.
+    #[error("lease already exists")]
+    LeaseExists,
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -52,6 +55,7 @@ impl MvccError {
             MvccError::FutureRevision => Some(ApplyErrorKind::FutureRevision),
             MvccError::LeaseNotFound => Some(ApplyErrorKind::LeaseNotFound),
             MvccError::KeyNotFound => Some(ApplyErrorKind::KeyNotFound),
+            MvccError::LeaseExists => Some(ApplyErrorKind::LeaseExists),
             MvccError::Store(_) => None,
         }
     }
@@ -79,6 +83,39 @@ impl MvccReader {
         let compacted = write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
         let kv = txn.open_table(KV).map_err(StoreError::from)?;
         read::range(&kv, self.group, request, current, compacted)
+    }
+
+    /// The TTL a lease was granted with, if it exists.
+    pub fn lease(&self, id: i64) -> Result<Option<i64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let leases = txn.open_table(LEASES)?;
+        Ok(leases.get((self.group, id))?.map(|ttl| ttl.value()))
+    }
+
+    /// Every lease, as (id, granted TTL), in id order.
+    pub fn leases(&self) -> Result<Vec<(i64, i64)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let leases = txn.open_table(LEASES)?;
+        let mut all = Vec::new();
+        for row in leases.range((self.group, i64::MIN)..=(self.group, i64::MAX))? {
+            let (key, ttl) = row?;
+            all.push((key.value().1, ttl.value()));
+        }
+        Ok(all)
+    }
+
+    /// The keys attached to a lease.
+    pub fn lease_keys(&self, id: i64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(LEASE_KEYS)?;
+        let mut keys = Vec::new();
+        for row in table.range::<(u64, i64, &[u8])>(
+            (self.group, id, &[][..])..(self.group, id.saturating_add(1), &[][..]),
+        )? {
+            let (key, _) = row?;
+            keys.push(key.value().2.to_vec());
+        }
+        Ok(keys)
     }
 
     /// The current and compacted revisions.

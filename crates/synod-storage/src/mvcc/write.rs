@@ -12,8 +12,8 @@ use synod_proto::etcdserverpb::request_op::Request;
 use synod_proto::etcdserverpb::response_op::Response;
 use synod_proto::etcdserverpb::{
     CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse,
-    PutRequest, PutResponse, RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest,
-    TxnResponse,
+    LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest, LeaseRevokeResponse, PutRequest,
+    PutResponse, RangeRequest, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
 };
 use synod_proto::mvccpb::KeyValue;
 
@@ -22,13 +22,15 @@ use super::record::KeyRecord;
 use super::span::KeySpan;
 use super::MvccError;
 use crate::error::{StoreError, StoreResult};
-use crate::tables::{sm_meta, KV, REVISIONS, SM_META};
+use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, REVISIONS, SM_META};
 use crate::types::GroupId;
 
 /// The MVCC store of one group, open for writing.
 pub struct MvccWriter<'txn> {
     kv: Table<'txn, KvKey<'static>, &'static [u8]>,
     revisions: Table<'txn, (u64, i64, i64), &'static [u8]>,
+    leases: Table<'txn, (u64, i64), i64>,
+    lease_keys: Table<'txn, (u64, i64, &'static [u8]), ()>,
     group: GroupId,
     /// The last committed revision; a command that writes commits `revision + 1`.
     revision: i64,
@@ -47,6 +49,8 @@ impl<'txn> MvccWriter<'txn> {
         Ok(Self {
             kv: txn.open_table(KV)?,
             revisions: txn.open_table(REVISIONS)?,
+            leases: txn.open_table(LEASES)?,
+            lease_keys: txn.open_table(LEASE_KEYS)?,
             group,
             revision,
             compacted,
@@ -201,13 +205,70 @@ impl<'txn> MvccWriter<'txn> {
     }
 
     fn check_put(&self, request: &PutRequest) -> Result<(), MvccError> {
+        if request.lease != 0 && self.leases.get((self.group, request.lease))?.is_none() {
+            return Err(MvccError::LeaseNotFound);
+        }
         if (request.ignore_value || request.ignore_lease) && self.live(&request.key)?.is_none() {
             return Err(MvccError::KeyNotFound);
         }
-        if request.lease != 0 && !request.ignore_lease {
-            // Leases arrive with the Lease service; until one can be granted, every
-            // lease id is unknown, which is exactly what etcd answers for one.
+        Ok(())
+    }
+
+    /// Grants a lease of `ttl` seconds under `id`.
+    pub fn lease_grant(
+        &mut self,
+        request: &LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse, MvccError> {
+        if self.leases.get((self.group, request.id))?.is_some() {
+            return Err(MvccError::LeaseExists);
+        }
+        self.leases.insert((self.group, request.id), request.ttl)?;
+        Ok(LeaseGrantResponse {
+            header: Some(self.header()),
+            id: request.id,
+            ttl: request.ttl,
+            error: String::new(),
+        })
+    }
+
+    /// Revokes a lease, deleting every key attached to it in one revision.
+    pub fn lease_revoke(
+        &mut self,
+        request: &LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, MvccError> {
+        if self.leases.remove((self.group, request.id))?.is_none() {
             return Err(MvccError::LeaseNotFound);
+        }
+        let mut attached = Vec::new();
+        for row in self.lease_keys.range::<(u64, i64, &[u8])>(
+            (self.group, request.id, &[][..])..(self.group, request.id.saturating_add(1), &[][..]),
+        )? {
+            let (key, ()) = row.map(|(key, value)| (key.value().2.to_vec(), value.value()))?;
+            attached.push(key);
+        }
+        for key in attached {
+            self.lease_keys
+                .remove((self.group, request.id, key.as_slice()))?;
+            if self.live(&key)?.is_some() {
+                self.write_version(&key, &KeyRecord::TOMBSTONE)?;
+            }
+        }
+        self.finish();
+        Ok(LeaseRevokeResponse {
+            header: Some(self.header()),
+        })
+    }
+
+    /// Moves `key`'s lease attachment from `from` to `to` (0 means none).
+    fn reattach(&mut self, key: &[u8], from: i64, to: i64) -> StoreResult<()> {
+        if from == to {
+            return Ok(());
+        }
+        if from != 0 {
+            self.lease_keys.remove((self.group, from, key))?;
+        }
+        if to != 0 {
+            self.lease_keys.insert((self.group, to, key), ())?;
         }
         Ok(())
     }
@@ -287,6 +348,11 @@ impl<'txn> MvccWriter<'txn> {
             value: &value,
         };
         self.write_version(&request.key, &record)?;
+        self.reattach(
+            &request.key,
+            previous.as_ref().map_or(0, |kv| kv.lease),
+            lease,
+        )?;
         Ok(PutResponse {
             header: Some(ResponseHeader {
                 revision: self.pending_revision(),
@@ -314,6 +380,7 @@ impl<'txn> MvccWriter<'txn> {
         )?;
         for kv in &doomed {
             self.write_version(&kv.key, &KeyRecord::TOMBSTONE)?;
+            self.reattach(&kv.key, kv.lease, 0)?;
         }
         let deleted = doomed.len() as i64;
         let revision = if deleted > 0 {

@@ -143,6 +143,9 @@ impl ServeFlags {
             limits: Limits {
                 request_bytes_max: self.max_request_bytes,
                 txn_ops_max: self.max_txn_ops,
+                lease_ttl_min_seconds: Limits::lease_ttl_min_for(Duration::from_millis(
+                    self.election_timeout,
+                )),
             },
             name: self.name,
             data_dir: self.data_dir,

@@ -1,0 +1,185 @@
+//! The etcd Lease service.
+//!
+//! Grants and revocations go through the log. Keep-alives and TTL queries are
+//! answered by the leader's lease keeper (forwarded there from followers), because
+//! only the leader tracks deadlines.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use rand::Rng;
+use synod_proto::etcdserverpb::lease_server::Lease;
+use synod_proto::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::command_result::Result as Outcome;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::BoxStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::commit::{commit, unexpected};
+use super::error::ApiError;
+use super::header::stamp;
+use crate::lease::LEASE_TTL_MAX_SECONDS;
+use crate::limits::KEEPALIVE_RESPONSES_BUFFERED;
+use crate::node::{LeaseQuery, Node};
+
+/// How often a server-chosen lease id is redrawn after colliding with an existing one.
+const LEASE_ID_ATTEMPTS: usize = 3;
+
+/// Serves the Lease service of one node.
+pub struct LeaseService {
+    node: Arc<Node>,
+}
+
+impl LeaseService {
+    /// The Lease service of `node`.
+    pub fn new(node: Arc<Node>) -> Self {
+        Self { node }
+    }
+
+    fn current_revision(&self) -> Result<i64, ApiError> {
+        self.node
+            .reader
+            .revisions()
+            .map(|(revision, _)| revision)
+            .map_err(|error| ApiError::Internal(error.to_string()))
+    }
+}
+
+/// A fresh lease id: positive, non-zero, as etcd's are.
+fn random_lease_id() -> i64 {
+    rand::rng().random_range(1..=i64::MAX)
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut request = request.into_inner();
+        if request.ttl > LEASE_TTL_MAX_SECONDS {
+            return Err(ApiError::LeaseTtlTooLarge.into());
+        }
+        request.ttl = request.ttl.max(self.node.limits.lease_ttl_min_seconds);
+        let server_chosen = request.id == 0;
+        for _ in 0..LEASE_ID_ATTEMPTS {
+            if server_chosen {
+                request.id = random_lease_id();
+            }
+            match commit(&self.node, Op::LeaseGrant(request)).await {
+                Ok(Outcome::LeaseGrant(response)) => {
+                    return Ok(Response::new(stamp(&self.node, response)))
+                }
+                Ok(other) => return Err(unexpected(&other).into()),
+                Err(ApiError::LeaseExists) if server_chosen => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ApiError::LeaseExists.into())
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        match commit(&self.node, Op::LeaseRevoke(request.into_inner())).await? {
+            Outcome::LeaseRevoke(response) => Ok(Response::new(stamp(&self.node, response))),
+            other => Err(unexpected(&other).into()),
+        }
+    }
+
+    type LeaseKeepAliveStream = BoxStream<LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut requests = request.into_inner();
+        let (sender, receiver) = mpsc::channel(KEEPALIVE_RESPONSES_BUFFERED);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                let response = match request {
+                    Ok(request) => keep_alive(&node, request.id).await,
+                    Err(status) => Err(status),
+                };
+                let failed = response.is_err();
+                if sender.send(response).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let request = request.into_inner();
+        let ttl = self
+            .node
+            .lease_query(request.id, LeaseQuery::TimeToLive)
+            .await
+            .map_err(ApiError::from)?;
+        let keys = match (ttl, request.keys) {
+            (Some(_), true) => self
+                .node
+                .reader
+                .lease_keys(request.id)
+                .map_err(|error| ApiError::Internal(error.to_string()))?,
+            _ => Vec::new(),
+        };
+        Ok(Response::new(LeaseTimeToLiveResponse {
+            header: Some(self.node.header(self.current_revision()?)),
+            id: request.id,
+            // As etcd 3.4 and later: an unknown lease reports TTL -1, not an error.
+            ttl: ttl.map_or(-1, |ttl| ttl.remaining),
+            granted_ttl: ttl.map_or(0, |ttl| ttl.granted),
+            keys,
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.node.read_barrier().await.map_err(ApiError::from)?;
+        let leases = self
+            .node
+            .reader
+            .leases()
+            .map_err(|error| ApiError::Internal(error.to_string()))?;
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.node.header(self.current_revision()?)),
+            leases: leases
+                .into_iter()
+                .map(|(id, _)| LeaseStatus { id })
+                .collect(),
+        }))
+    }
+}
+
+/// Renews one lease; an unknown lease answers TTL 0, as etcd does.
+async fn keep_alive(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, Status> {
+    let ttl = node
+        .lease_query(id, LeaseQuery::KeepAlive)
+        .await
+        .map_err(ApiError::from)?;
+    let revision = node
+        .reader
+        .revisions()
+        .map(|(revision, _)| revision)
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    Ok(LeaseKeepAliveResponse {
+        header: Some(node.header(revision)),
+        id,
+        ttl: ttl.map_or(0, |ttl| ttl.granted),
+    })
+}
