@@ -57,3 +57,13 @@ pub const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Keep-alive responses buffered per stream before the server waits for the client.
 pub const KEEPALIVE_RESPONSES_BUFFERED: usize = 16;
+
+/// Most watchers one watch stream may hold.
+pub const WATCHERS_PER_STREAM_MAX: usize = 4096;
+
+/// Most history rows a watcher reads in one step; bounds the memory a watcher that
+/// is catching up can take, and keeps one busy watcher from starving the others.
+pub const WATCH_BATCH_ROWS: usize = 1024;
+
+/// Watch responses buffered per stream before the server waits for the client.
+pub const WATCH_RESPONSES_BUFFERED: usize = 64;

@@ -13,7 +13,8 @@ use synod_proto::etcdserverpb::ResponseHeader;
 use synod_proto::synodpb::{Command as CommandMessage, CommandResult as ResultMessage};
 use synod_proto::synodpeer::{ForwardRequest, LeaseRequest, ReadIndexRequest};
 use synod_storage::mvcc::MvccReader;
-use synod_storage::{Command, GroupId, MemberNode, NodeId, TypeConfig};
+use synod_storage::{Applied, Command, GroupId, MemberNode, NodeId, TypeConfig};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::lease::{KeeperError, LeaseKeeper, LeaseTtl};
@@ -77,6 +78,8 @@ pub struct Node {
     pub peers: PeerClients,
     /// Lease deadlines (meaningful while this member leads).
     pub leases: LeaseKeeper,
+    /// What the state machine has applied; watchers wait on it.
+    pub applied: watch::Receiver<Applied>,
 }
 
 /// Status a forwarding target answers when it is not the leader, so the request is

@@ -33,6 +33,7 @@ use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::pending::PendingService;
+use crate::api::watch::WatchService;
 use crate::config::{ClusterState, ConfigError, ServerConfig};
 use crate::identity::{self, Identity, IdentityError};
 use crate::lease::{run_keeper, LeaseKeeper};
@@ -205,17 +206,23 @@ pub async fn run(
         limits: config.limits,
         peers,
         leases: LeaseKeeper::default(),
+        applied: applied.clone(),
     });
 
     let (stop_sender, stop) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for listener in client_listeners {
-        tasks.spawn(serve_clients(node.clone(), listener, stop.clone()));
+        tasks.spawn(serve_clients(
+            node.clone(),
+            listener,
+            config.watch_progress_notify_interval,
+            stop.clone(),
+        ));
     }
     for listener in peer_listeners {
         tasks.spawn(serve_peers(node.clone(), listener, stop.clone()));
     }
-    tasks.spawn(keep_leases(node.clone(), applied.clone(), stop.clone()));
+    tasks.spawn(keep_leases(node.clone(), applied, stop.clone()));
 
     if config.cluster_state == ClusterState::New
         && !raft
@@ -281,6 +288,7 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 async fn serve_clients(
     node: Arc<Node>,
     listener: TcpListener,
+    progress_interval: Duration,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     let message_max = node.limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
@@ -294,7 +302,10 @@ async fn serve_clients(
         .add_service(MaintenanceServer::new(MaintenanceService::new(
             node.clone(),
         )))
-        .add_service(WatchServer::new(PendingService))
+        .add_service(WatchServer::new(WatchService::new(
+            node.clone(),
+            progress_interval,
+        )))
         .add_service(LeaseServer::new(LeaseService::new(node.clone())))
         .add_service(AuthServer::new(PendingService))
         .add_service(LockServer::new(PendingService))

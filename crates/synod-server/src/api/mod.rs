@@ -10,3 +10,4 @@ pub mod lease;
 pub mod maintenance;
 pub mod pending;
 pub mod validate;
+pub mod watch;

@@ -2,7 +2,6 @@
 //! message naming it, so a client learns exactly what is missing.
 
 use synod_proto::etcdserverpb::auth_server::Auth;
-use synod_proto::etcdserverpb::watch_server::Watch;
 use synod_proto::etcdserverpb::*;
 use synod_proto::v3electionpb::election_server::Election;
 use synod_proto::v3electionpb::{
@@ -12,25 +11,13 @@ use synod_proto::v3electionpb::{
 use synod_proto::v3lockpb::lock_server::Lock;
 use synod_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use tonic::codegen::BoxStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use super::error::unimplemented;
 
 /// Stands in for every service whose RPCs are not served yet.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PendingService;
-
-#[tonic::async_trait]
-impl Watch for PendingService {
-    type WatchStream = BoxStream<WatchResponse>;
-
-    async fn watch(
-        &self,
-        _request: Request<Streaming<WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(unimplemented("Watch.Watch"))
-    }
-}
 
 #[tonic::async_trait]
 impl Auth for PendingService {

@@ -1,6 +1,7 @@
 //! etcd's MVCC data model on redb: every write creates a new revision; each key keeps
 //! its versions until compaction; reads name a revision or take the current one.
 
+pub mod history;
 pub mod read;
 pub mod record;
 pub mod span;
@@ -13,7 +14,7 @@ use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
 use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 
 use crate::error::StoreError;
-use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, SM_META};
+use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, REVISIONS, SM_META};
 use crate::types::GroupId;
 pub use write::MvccWriter;
 
@@ -83,6 +84,30 @@ impl MvccReader {
         let compacted = write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
         let kv = txn.open_table(KV).map_err(StoreError::from)?;
         read::range(&kv, self.group, request, current, compacted)
+    }
+
+    /// Up to `limit` changes with revisions in `from..=to`, with each change's
+    /// previous version when `with_previous` (one extra lookup per change).
+    pub fn changes(
+        &self,
+        from: i64,
+        to: i64,
+        limit: usize,
+        with_previous: bool,
+    ) -> Result<Vec<history::Change>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let revisions = txn.open_table(REVISIONS)?;
+        let kv = txn.open_table(KV)?;
+        let mut changes = history::changes(&revisions, &kv, self.group, from, to, limit)?;
+        if with_previous {
+            for change in &mut changes {
+                if let Some(key) = change.event.kv.as_ref().map(|kv| kv.key.clone()) {
+                    change.event.prev_kv =
+                        history::previous(&kv, self.group, &key, change.revision, change.sub)?;
+                }
+            }
+        }
+        Ok(changes)
     }
 
     /// The TTL a lease was granted with, if it exists.

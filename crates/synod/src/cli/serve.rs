@@ -95,6 +95,16 @@ pub struct ServeFlags {
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
 
+    /// How often an idle watcher that asked for progress notifications gets one
+    /// (e.g. 10m, 30s, 500ms).
+    #[arg(
+        long,
+        env = "ETCD_EXPERIMENTAL_WATCH_PROGRESS_NOTIFY_INTERVAL",
+        default_value = "10m",
+        value_parser = humantime::parse_duration
+    )]
+    experimental_watch_progress_notify_interval: Duration,
+
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -140,6 +150,7 @@ impl ServeFlags {
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
+            watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             limits: Limits {
                 request_bytes_max: self.max_request_bytes,
                 txn_ops_max: self.max_txn_ops,
