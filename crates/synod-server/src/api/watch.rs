@@ -434,7 +434,7 @@ fn fragments(response: WatchResponse, limit: usize) -> Vec<WatchResponse> {
         .into_iter()
         .enumerate()
         .map(|(index, events)| WatchResponse {
-            header: header.clone(),
+            header,
             watch_id,
             events,
             fragment: index + 1 < count,

@@ -373,3 +373,346 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// What a finished command printed and how it exited.
+#[derive(Debug, Clone)]
+pub struct CmdOutput {
+    /// Exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+}
+
+/// Runs `command` with `stdin` fed to it, and waits at most `timeout` for it to exit
+/// (then kills it and fails the test). Output pipes are drained on their own threads,
+/// so a chatty command never blocks on a full pipe.
+pub fn run_command(mut command: Command, stdin: Option<Vec<u8>>, timeout: Duration) -> CmdOutput {
+    use std::io::{Read, Write};
+    let description = format!("{command:?}");
+    let description = if description.len() > 300 {
+        format!("{}...", &description[..300])
+    } else {
+        description
+    };
+    let mut child = command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| panic!("cannot run {description}: {error}"));
+    let writer = stdin.map(|bytes| {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        std::thread::spawn(move || {
+            // The command may exit without reading everything; that is not our error.
+            let _ = pipe.write_all(&bytes);
+        })
+    });
+    let mut stdout_pipe = child.stdout.take().expect("stdout pipe");
+    let mut stderr_pipe = child.stderr.take().expect("stderr pipe");
+    let stdout_reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stdout_pipe.read_to_end(&mut bytes);
+        bytes
+    });
+    let stderr_reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = stderr_pipe.read_to_end(&mut bytes);
+        bytes
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for command") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{description} did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
+    let stdout = stdout_reader.join().expect("stdout reader");
+    let stderr = stderr_reader.join().expect("stderr reader");
+    CmdOutput {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    }
+}
+
+/// Debian's `etcdctl` (3.4), talking v3 to fixed endpoints with bounded timeouts.
+pub struct Etcdctl {
+    endpoints: String,
+}
+
+impl Etcdctl {
+    /// How long one etcdctl invocation may run before the test fails.
+    pub const PROCESS_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// An etcdctl for `endpoints` (`host:port`).
+    pub fn new(endpoints: &[String]) -> Etcdctl {
+        assert!(
+            Path::new("/usr/bin/etcdctl").exists(),
+            "/usr/bin/etcdctl is missing: run the project's install script \
+             scripts/install-test-deps.sh (it installs Debian's etcd-client package)"
+        );
+        Etcdctl {
+            endpoints: endpoints.join(","),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("/usr/bin/etcdctl");
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ETCDCTL_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoints))
+            .arg("--dial-timeout=5s")
+            .arg("--command-timeout=15s")
+            .args(args);
+        command
+    }
+
+    /// Runs `etcdctl <args>` with no input.
+    pub fn run(&self, args: &[&str]) -> CmdOutput {
+        run_command(self.command(args), None, Self::PROCESS_TIMEOUT)
+    }
+
+    /// Runs `etcdctl <args>` with `input` on stdin.
+    pub fn run_with_stdin(&self, args: &[&str], input: impl Into<Vec<u8>>) -> CmdOutput {
+        run_command(
+            self.command(args),
+            Some(input.into()),
+            Self::PROCESS_TIMEOUT,
+        )
+    }
+}
+
+/// A real single-node etcd (Debian's etcd 3.4) on free loopback ports with its data in
+/// a temporary directory; dropping it kills the process.
+pub struct EtcdServer {
+    dir: tempfile::TempDir,
+    /// Client port.
+    pub client_port: u16,
+    /// Peer port.
+    pub peer_port: u16,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// How long a fresh etcd may take to answer.
+pub const ETCD_READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl EtcdServer {
+    /// The etcd binary; fails the test (never skips it) when it is not installed.
+    pub fn binary() -> PathBuf {
+        let path = PathBuf::from("/usr/bin/etcd");
+        assert!(
+            path.exists(),
+            "/usr/bin/etcd is missing: the differential tests need a real etcd 3.4. Run the \
+             project's install script scripts/install-test-deps.sh (it installs Debian's \
+             etcd-server and etcd-client packages)"
+        );
+        path
+    }
+
+    /// Starts etcd and waits (bounded) until it answers a read.
+    pub async fn start() -> EtcdServer {
+        let binary = Self::binary();
+        let mut last_log = String::new();
+        // A port taken between free_port() and etcd's bind makes etcd exit at once; try
+        // again on fresh ports a few times.
+        for _attempt in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("etcd-test-")
+                .tempdir()
+                .expect("temp dir");
+            let mut server = EtcdServer {
+                log: dir.path().join("etcd.log"),
+                dir,
+                client_port: free_port(),
+                peer_port: free_port(),
+                child: None,
+            };
+            server.spawn(&binary);
+            match server.wait_ready().await {
+                Ok(()) => return server,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("etcd did not start within {ETCD_READY_TIMEOUT:?}; last log:\n{last_log}");
+    }
+
+    fn spawn(&mut self, binary: &Path) {
+        let client_url = self.url();
+        let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = File::create(&self.log).expect("create etcd log");
+        let mut command = Command::new(binary);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ETCD") {
+                command.env_remove(name);
+            }
+        }
+        let child = command
+            .args(["--name", "etcd0", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("etcd0={peer_url}")])
+            .args(["--initial-cluster-token", "synod-differential"])
+            .args(["--initial-cluster-state", "new"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        self.child = Some(child);
+    }
+
+    /// Waits until etcd answers; on failure kills it and returns its log.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + ETCD_READY_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(_)) = child.try_wait() {
+                    self.child = None;
+                    return Err(self.log_text());
+                }
+            }
+            if let Ok(mut client) = Client::connect(
+                [self.endpoint()],
+                Some(
+                    ConnectOptions::new()
+                        .with_connect_timeout(Duration::from_millis(500))
+                        .with_timeout(Duration::from_secs(2)),
+                ),
+            )
+            .await
+            {
+                if client.get("etcd-test-ready", None).await.is_ok() {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                self.stop();
+                return Err(self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `127.0.0.1:port` of the client API.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `http://127.0.0.1:port` of the client API.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// A client for this etcd.
+    pub async fn client(&self) -> Client {
+        connect(&[self.endpoint()]).await
+    }
+
+    /// The text of etcd's log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(20)..];
+            eprintln!(
+                "---- log of etcd ({}) ----\n{}",
+                self.log.display(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+// Soft checks: a compatibility test keeps going after a mismatch, so that one run lists
+// every difference it finds; `finish_checks` then fails the test with all of them. Each
+// mismatch is also printed at once, so it shows even if the test later panics.
+// The list is per thread: a test's body (its `block_on` future) runs on its own thread.
+thread_local! {
+    static SOFT_FAILURES: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Records one mismatch without stopping the test.
+pub fn soft_fail(message: String) {
+    eprintln!("MISMATCH {message}");
+    SOFT_FAILURES.with(|failures| failures.borrow_mut().push(message));
+}
+
+/// Fails the test if any soft check failed, listing every mismatch.
+pub fn finish_checks() {
+    let failures = SOFT_FAILURES.with(|failures| std::mem::take(&mut *failures.borrow_mut()));
+    if !failures.is_empty() {
+        panic!(
+            "{} mismatch(es):\n\n{}",
+            failures.len(),
+            failures.join("\n\n")
+        );
+    }
+}
+
+/// Like `assert_eq!`, but records the mismatch (see [`soft_fail`]) and goes on.
+#[macro_export]
+macro_rules! check_eq {
+    ($left:expr, $right:expr $(,)?) => {
+        $crate::check_eq!($left, $right, "values differ")
+    };
+    ($left:expr, $right:expr, $($arg:tt)+) => {{
+        let (left, right) = (&$left, &$right);
+        if left != right {
+            $crate::common::soft_fail(format!(
+                "{}:{}: {}\n  got:  {:?}\n  want: {:?}",
+                file!(),
+                line!(),
+                format!($($arg)+),
+                left,
+                right
+            ));
+        }
+    }};
+}
+
+/// Like `assert!`, but records the failure (see [`soft_fail`]) and goes on.
+#[macro_export]
+macro_rules! check {
+    ($condition:expr, $($arg:tt)+) => {{
+        if !$condition {
+            $crate::common::soft_fail(format!("{}:{}: {}", file!(), line!(), format!($($arg)+)));
+        }
+    }};
+}
