@@ -29,8 +29,10 @@ use tokio::task::JoinSet;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::api::cluster::ClusterService;
+use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
+use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::pending::PendingService;
 use crate::api::watch::WatchService;
@@ -308,8 +310,8 @@ async fn serve_clients(
         )))
         .add_service(LeaseServer::new(LeaseService::new(node.clone())))
         .add_service(AuthServer::new(PendingService))
-        .add_service(LockServer::new(PendingService))
-        .add_service(ElectionServer::new(PendingService))
+        .add_service(LockServer::new(LockService::new(node.clone())))
+        .add_service(ElectionServer::new(ElectionService::new(node.clone())))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
         .await?;
     Ok(())

@@ -46,6 +46,18 @@ pub enum ApiError {
     /// A grant asked for a TTL above the maximum.
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// A lock or election session's lease expired while it waited.
+    #[error("session expired")]
+    SessionExpired,
+    /// Proclaim or Resign by a candidate that does not lead.
+    #[error("election: not leader")]
+    NotElectionLeader,
+    /// Leader or Observe on an election nobody leads.
+    #[error("election: no leader")]
+    NoElectionLeader,
+    /// Proclaim or Resign without the leader key.
+    #[error("\"leader\" field must be provided")]
+    MissingLeaderKey,
     /// The cluster could not carry out the request.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -103,6 +115,11 @@ impl ApiError {
             ApiError::Node(NodeError::Internal(_)) | ApiError::Internal(_) => Code::Internal,
             ApiError::Node(_) => Code::Unavailable,
             ApiError::Unimplemented(_) => Code::Unimplemented,
+            // etcd's lock and election servers return these as plain errors.
+            ApiError::SessionExpired
+            | ApiError::NotElectionLeader
+            | ApiError::NoElectionLeader
+            | ApiError::MissingLeaderKey => Code::Unknown,
         }
     }
 }

@@ -35,19 +35,19 @@ impl KvService {
     async fn commit(&self, op: Op) -> Result<Outcome, ApiError> {
         commit(&self.node, op).await
     }
+}
 
-    /// Serves a Range from the local replica.
-    pub async fn local_range(&self, request: &RangeRequest) -> Result<RangeResponse, ApiError> {
-        if !request.serializable {
-            self.node.read_barrier().await?;
-        }
-        let reader = self.node.reader.clone();
-        let request = request.clone();
-        let response = tokio::task::spawn_blocking(move || reader.range(&request))
-            .await
-            .map_err(|error| ApiError::Internal(error.to_string()))??;
-        Ok(stamp(&self.node, response))
+/// Serves a Range from the local replica, after a read barrier unless the request
+/// is serializable.
+pub async fn read_range(node: &Node, request: RangeRequest) -> Result<RangeResponse, ApiError> {
+    if !request.serializable {
+        node.read_barrier().await?;
     }
+    let reader = node.reader.clone();
+    let response = tokio::task::spawn_blocking(move || reader.range(&request))
+        .await
+        .map_err(|error| ApiError::Internal(error.to_string()))??;
+    Ok(stamp(node, response))
 }
 
 #[tonic::async_trait]
@@ -58,7 +58,7 @@ impl Kv for KvService {
     ) -> Result<Response<RangeResponse>, Status> {
         let request = request.into_inner();
         validate::check_range(&request)?;
-        Ok(Response::new(self.local_range(&request).await?))
+        Ok(Response::new(read_range(&self.node, request).await?))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {

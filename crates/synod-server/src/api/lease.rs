@@ -62,26 +62,9 @@ impl Lease for LeaseService {
         &self,
         request: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
-        let mut request = request.into_inner();
-        if request.ttl > LEASE_TTL_MAX_SECONDS {
-            return Err(ApiError::LeaseTtlTooLarge.into());
-        }
-        request.ttl = request.ttl.max(self.node.limits.lease_ttl_min_seconds);
-        let server_chosen = request.id == 0;
-        for _ in 0..LEASE_ID_ATTEMPTS {
-            if server_chosen {
-                request.id = random_lease_id();
-            }
-            match commit(&self.node, Op::LeaseGrant(request)).await {
-                Ok(Outcome::LeaseGrant(response)) => {
-                    return Ok(Response::new(stamp(&self.node, response)))
-                }
-                Ok(other) => return Err(unexpected(&other).into()),
-                Err(ApiError::LeaseExists) if server_chosen => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(ApiError::LeaseExists.into())
+        Ok(Response::new(
+            grant(&self.node, request.into_inner()).await?,
+        ))
     }
 
     async fn lease_revoke(
@@ -164,6 +147,31 @@ impl Lease for LeaseService {
                 .collect(),
         }))
     }
+}
+
+/// Grants a lease: the TTL raised to the minimum, the id drawn by this member when
+/// the client left it 0.
+pub async fn grant(
+    node: &Node,
+    mut request: LeaseGrantRequest,
+) -> Result<LeaseGrantResponse, ApiError> {
+    if request.ttl > LEASE_TTL_MAX_SECONDS {
+        return Err(ApiError::LeaseTtlTooLarge);
+    }
+    request.ttl = request.ttl.max(node.limits.lease_ttl_min_seconds);
+    let server_chosen = request.id == 0;
+    for _ in 0..LEASE_ID_ATTEMPTS {
+        if server_chosen {
+            request.id = random_lease_id();
+        }
+        match commit(node, Op::LeaseGrant(request)).await {
+            Ok(Outcome::LeaseGrant(response)) => return Ok(stamp(node, response)),
+            Ok(other) => return Err(unexpected(&other)),
+            Err(ApiError::LeaseExists) if server_chosen => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Err(ApiError::LeaseExists)
 }
 
 /// Renews one lease; an unknown lease answers TTL 0, as etcd does.

@@ -3,11 +3,14 @@
 
 pub mod cluster;
 pub mod commit;
+pub mod election;
 pub mod error;
 pub mod header;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod pending;
+pub mod recipe;
 pub mod validate;
 pub mod watch;

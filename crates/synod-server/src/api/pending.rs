@@ -3,14 +3,6 @@
 
 use synod_proto::etcdserverpb::auth_server::Auth;
 use synod_proto::etcdserverpb::*;
-use synod_proto::v3electionpb::election_server::Election;
-use synod_proto::v3electionpb::{
-    CampaignRequest, CampaignResponse, LeaderRequest, LeaderResponse, ProclaimRequest,
-    ProclaimResponse, ResignRequest, ResignResponse,
-};
-use synod_proto::v3lockpb::lock_server::Lock;
-use synod_proto::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
-use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use super::error::unimplemented;
@@ -138,59 +130,5 @@ impl Auth for PendingService {
         _request: Request<AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
         Err(unimplemented("Auth.RoleRevokePermission"))
-    }
-}
-
-#[tonic::async_trait]
-impl Lock for PendingService {
-    async fn lock(&self, _request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
-        Err(unimplemented("Lock.Lock"))
-    }
-
-    async fn unlock(
-        &self,
-        _request: Request<UnlockRequest>,
-    ) -> Result<Response<UnlockResponse>, Status> {
-        Err(unimplemented("Lock.Unlock"))
-    }
-}
-
-#[tonic::async_trait]
-impl Election for PendingService {
-    async fn campaign(
-        &self,
-        _request: Request<CampaignRequest>,
-    ) -> Result<Response<CampaignResponse>, Status> {
-        Err(unimplemented("Election.Campaign"))
-    }
-
-    async fn proclaim(
-        &self,
-        _request: Request<ProclaimRequest>,
-    ) -> Result<Response<ProclaimResponse>, Status> {
-        Err(unimplemented("Election.Proclaim"))
-    }
-
-    async fn leader(
-        &self,
-        _request: Request<LeaderRequest>,
-    ) -> Result<Response<LeaderResponse>, Status> {
-        Err(unimplemented("Election.Leader"))
-    }
-
-    async fn resign(
-        &self,
-        _request: Request<ResignRequest>,
-    ) -> Result<Response<ResignResponse>, Status> {
-        Err(unimplemented("Election.Resign"))
-    }
-
-    type ObserveStream = BoxStream<LeaderResponse>;
-
-    async fn observe(
-        &self,
-        _request: Request<LeaderRequest>,
-    ) -> Result<Response<Self::ObserveStream>, Status> {
-        Err(unimplemented("Election.Observe"))
     }
 }

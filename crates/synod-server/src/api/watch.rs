@@ -305,36 +305,15 @@ impl WatchSession {
             let reader = self.node.reader.clone();
             let (from, with_previous) = (watcher.next_revision, watcher.prev_kv);
             let read = tokio::task::spawn_blocking(move || {
-                reader.changes(from, revision, WATCH_BATCH_ROWS, with_previous)
+                reader.whole_revisions(from, revision, WATCH_BATCH_ROWS, with_previous)
             })
             .await;
-            let mut changes = match read {
-                Ok(Ok(changes)) => changes,
+            let (changes, last_complete) = match read {
+                Ok(Ok(read)) => read,
                 Ok(Err(error)) => return Err(self.fail(error.to_string()).await),
                 Err(error) => return Err(self.fail(error.to_string()).await),
             };
-            // Responses end on a revision boundary, so no revision is split between
-            // two reads: when the batch was cut, its last revision waits for the next.
-            let truncated = changes.len() >= WATCH_BATCH_ROWS;
-            let last_complete = match (truncated, changes.last().map(|last| last.revision)) {
-                (true, Some(last)) if last > from => last - 1,
-                (true, Some(_)) => {
-                    // One revision larger than a batch (a big delete): read it whole.
-                    let reader = self.node.reader.clone();
-                    let whole = tokio::task::spawn_blocking(move || {
-                        reader.changes(from, from, usize::MAX, with_previous)
-                    })
-                    .await;
-                    changes = match whole {
-                        Ok(Ok(changes)) => changes,
-                        Ok(Err(error)) => return Err(self.fail(error.to_string()).await),
-                        Err(error) => return Err(self.fail(error.to_string()).await),
-                    };
-                    from
-                }
-                _ => revision,
-            };
-            if truncated {
+            if last_complete < revision {
                 caught_up = false;
             }
             let Some(watcher) = self.watchers.get_mut(&id) else {
@@ -342,7 +321,6 @@ impl WatchSession {
             };
             let events: Vec<Event> = changes
                 .into_iter()
-                .filter(|change| change.revision <= last_complete)
                 .map(|change| change.event)
                 .filter(|event| watcher.wants(event))
                 .collect();

@@ -110,6 +110,28 @@ impl MvccReader {
         Ok(changes)
     }
 
+    /// Changes of whole revisions from `from` on, up to `to`: about `limit` rows,
+    /// cut at a revision boundary (a single revision larger than `limit` comes
+    /// whole). Returns the changes and the last revision they cover completely.
+    pub fn whole_revisions(
+        &self,
+        from: i64,
+        to: i64,
+        limit: usize,
+        with_previous: bool,
+    ) -> Result<(Vec<history::Change>, i64), StoreError> {
+        let mut changes = self.changes(from, to, limit, with_previous)?;
+        if changes.len() < limit {
+            return Ok((changes, to));
+        }
+        let last = changes.last().map_or(to, |change| change.revision);
+        if last > from {
+            changes.retain(|change| change.revision < last);
+            return Ok((changes, last - 1));
+        }
+        Ok((self.changes(from, from, usize::MAX, with_previous)?, from))
+    }
+
     /// The TTL a lease was granted with, if it exists.
     pub fn lease(&self, id: i64) -> Result<Option<i64>, StoreError> {
         let txn = self.db.begin_read()?;
