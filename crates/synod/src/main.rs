@@ -1,4 +1,5 @@
-//! The `synod` command: run a member (`synod serve`, with etcd's flags).
+//! The `synod` command: run a member (`synod serve`, with etcd's flags), and the
+//! client commands for keys, leases, watches, locks and elections.
 
 mod cli;
 
@@ -11,10 +12,17 @@ use crate::cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(flags) => cli::serve::run(flags),
+        Command::Serve(flags) => cli::serve::run(flags).map(|()| 0),
+        Command::Get(flags) => cli::kv::get(flags).map(|()| 0),
+        Command::Put(flags) => cli::kv::put(flags).map(|()| 0),
+        Command::Del(flags) => cli::kv::del(flags).map(|()| 0),
+        Command::Lease(flags) => cli::lease::run(flags).map(|()| 0),
+        Command::Watch(flags) => cli::watch::run(flags).map(|()| 0),
+        Command::Lock(flags) => cli::lock::run(flags),
+        Command::Elect(flags) => cli::elect::run(flags).map(|()| 0),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(error) => {
             eprintln!("synod: {error:#}");
             ExitCode::FAILURE

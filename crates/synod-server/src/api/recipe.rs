@@ -11,6 +11,7 @@ use synod_proto::etcdserverpb::{
 };
 use synod_proto::mvccpb::event::EventType;
 use synod_proto::mvccpb::KeyValue;
+use synod_proto::prefix_end;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::command_result::Result as Outcome;
 
@@ -21,19 +22,6 @@ use super::kv::read_range;
 use crate::limits::WATCH_BATCH_ROWS;
 use crate::node::{Node, NodeError};
 use synod_storage::mvcc::history::Change;
-
-/// The first key after every key that starts with `prefix` (etcd's
-/// `GetPrefixRangeEnd`).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
 
 /// Commits a transaction built by a recipe.
 pub async fn txn(node: &Node, request: TxnRequest) -> Result<TxnResponse, ApiError> {

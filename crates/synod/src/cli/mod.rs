@@ -1,13 +1,19 @@
 //! Command-line interface: one module per command.
 
+pub mod client;
+pub mod elect;
+pub mod kv;
+pub mod lease;
+pub mod lock;
 pub mod serve;
+pub mod watch;
 
 use clap::{Parser, Subcommand};
 
 /// synod: a strongly consistent coordination and data service that speaks the etcd v3
 /// API.
 #[derive(Debug, Parser)]
-#[command(name = "synod", version, about, long_about = None)]
+#[command(name = "synod", version)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -21,4 +27,18 @@ pub enum Command {
     /// on 127.0.0.1:2379, peers on 127.0.0.1:2380. Accepts etcd's flags (and its
     /// ETCD_* environment variables).
     Serve(serve::ServeFlags),
+    /// Print a key's value.
+    Get(kv::GetFlags),
+    /// Write a key, optionally only while a lock is still held (fenced).
+    Put(kv::PutFlags),
+    /// Delete a key.
+    Del(kv::DelFlags),
+    /// Grant, renew, inspect and revoke leases.
+    Lease(lease::LeaseFlags),
+    /// Print every change to a key or prefix.
+    Watch(watch::WatchFlags),
+    /// Hold a lock, and run a command under it with its fencing token.
+    Lock(lock::LockFlags),
+    /// Campaign for leadership, or follow an election's leader.
+    Elect(elect::ElectFlags),
 }
