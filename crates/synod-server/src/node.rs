@@ -87,6 +87,11 @@ pub struct Node {
 const NOT_LEADER: &str = "synod: not leader";
 
 impl Node {
+    /// The store's revision as applied on this member.
+    pub fn revision(&self) -> i64 {
+        self.applied.borrow().revision
+    }
+
     /// The response header every answer carries.
     pub fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {

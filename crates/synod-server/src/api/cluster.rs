@@ -84,11 +84,7 @@ impl Cluster for ClusterService {
         if request.into_inner().linearizable {
             self.node.read_barrier().await.map_err(ApiError::from)?;
         }
-        let (revision, _) = self
-            .node
-            .reader
-            .revisions()
-            .map_err(|error| ApiError::Internal(error.to_string()))?;
+        let revision = self.node.revision();
         Ok(Response::new(MemberListResponse {
             header: Some(self.node.header(revision)),
             members: self.members()?,

@@ -41,14 +41,6 @@ impl LeaseService {
     pub fn new(node: Arc<Node>) -> Self {
         Self { node }
     }
-
-    fn current_revision(&self) -> Result<i64, ApiError> {
-        self.node
-            .reader
-            .revisions()
-            .map(|(revision, _)| revision)
-            .map_err(|error| ApiError::Internal(error.to_string()))
-    }
 }
 
 /// A fresh lease id: positive, non-zero, as etcd's are.
@@ -120,7 +112,7 @@ impl Lease for LeaseService {
             _ => Vec::new(),
         };
         Ok(Response::new(LeaseTimeToLiveResponse {
-            header: Some(self.node.header(self.current_revision()?)),
+            header: Some(self.node.header(self.node.revision())),
             id: request.id,
             // As etcd 3.4 and later: an unknown lease reports TTL -1, not an error.
             ttl: ttl.map_or(-1, |ttl| ttl.remaining),
@@ -140,7 +132,7 @@ impl Lease for LeaseService {
             .leases()
             .map_err(|error| ApiError::Internal(error.to_string()))?;
         Ok(Response::new(LeaseLeasesResponse {
-            header: Some(self.node.header(self.current_revision()?)),
+            header: Some(self.node.header(self.node.revision())),
             leases: leases
                 .into_iter()
                 .map(|(id, _)| LeaseStatus { id })
@@ -180,11 +172,7 @@ async fn keep_alive(node: &Node, id: i64) -> Result<LeaseKeepAliveResponse, Stat
         .lease_query(id, LeaseQuery::KeepAlive)
         .await
         .map_err(ApiError::from)?;
-    let revision = node
-        .reader
-        .revisions()
-        .map(|(revision, _)| revision)
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    let revision = node.revision();
     Ok(LeaseKeepAliveResponse {
         header: Some(node.header(revision)),
         id,

@@ -13,7 +13,7 @@ use synod_storage::DATABASE_FILE;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use super::error::{unimplemented, ApiError};
+use super::error::unimplemented;
 use crate::node::Node;
 
 /// The etcd API version synod implements, reported by Status.
@@ -41,11 +41,7 @@ impl Maintenance for MaintenanceService {
         if request.action != AlarmAction::Get as i32 {
             return Err(unimplemented("Maintenance.Alarm (activate, deactivate)"));
         }
-        let (revision, _) = self
-            .node
-            .reader
-            .revisions()
-            .map_err(|error| ApiError::Internal(error.to_string()))?;
+        let revision = self.node.revision();
         // No alarm can be raised yet (there is no space quota), so the list is empty.
         Ok(Response::new(AlarmResponse {
             header: Some(self.node.header(revision)),
@@ -57,11 +53,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        let (revision, _) = self
-            .node
-            .reader
-            .revisions()
-            .map_err(|error| ApiError::Internal(error.to_string()))?;
+        let revision = self.node.revision();
         let metrics = self.node.raft.metrics().borrow().clone();
         let db_size = std::fs::metadata(self.node.data_dir.join(DATABASE_FILE))
             .map(|metadata| i64::try_from(metadata.len()).unwrap_or(i64::MAX))
