@@ -183,11 +183,7 @@ where
         |key, mod_revision, record| {
             count += 1;
             if kvs.len() < keep {
-                let mut kv = key_value(key, mod_revision, &record);
-                if request.keys_only {
-                    kv.value.clear();
-                }
-                kvs.push(kv);
+                kvs.push(key_value(key, mod_revision, &record));
             }
             ControlFlow::Continue(())
         },
@@ -206,6 +202,12 @@ where
     }
     if request.count_only {
         kvs.clear();
+    }
+    // Values go only now: a VALUE sort must see them even for keys_only.
+    if request.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
     }
     Ok(RangeResponse {
         header: Some(ResponseHeader {

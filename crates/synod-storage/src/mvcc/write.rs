@@ -166,9 +166,13 @@ impl<'txn> MvccWriter<'txn> {
         request: &RangeRequest,
     ) -> Result<synod_proto::etcdserverpb::RangeResponse, MvccError> {
         let current = self.revision + i64::from(self.sub > 0);
-        let mut response = read::range(&self.kv, self.group, request, current, self.compacted)?;
-        response.header = Some(self.header());
-        Ok(response)
+        Ok(read::range(
+            &self.kv,
+            self.group,
+            request,
+            current,
+            self.compacted,
+        )?)
     }
 
     fn header(&self) -> ResponseHeader {
@@ -313,8 +317,9 @@ impl<'txn> MvccWriter<'txn> {
                         &txn.failure
                     };
                     let responses = self.run_ops(branch)?;
+                    // As etcd: only the outermost Txn response carries a revision.
                     Some(Response::ResponseTxn(TxnResponse {
-                        header: Some(self.header()),
+                        header: Some(ResponseHeader::default()),
                         succeeded,
                         responses,
                     }))
@@ -383,11 +388,8 @@ impl<'txn> MvccWriter<'txn> {
             self.reattach(&kv.key, kv.lease, 0)?;
         }
         let deleted = doomed.len() as i64;
-        let revision = if deleted > 0 {
-            self.pending_revision()
-        } else {
-            self.revision
-        };
+        // The revision this command will have if it changes anything so far.
+        let revision = self.revision + i64::from(self.sub > 0);
         Ok(DeleteRangeResponse {
             header: Some(ResponseHeader {
                 revision,
@@ -398,9 +400,10 @@ impl<'txn> MvccWriter<'txn> {
         })
     }
 
-    /// Evaluates compares as etcd does: over every key in a compare's range; a
-    /// compare on a missing key sees zeros, except that a VALUE compare on a missing
-    /// key always fails.
+    /// Evaluates compares as etcd does: against the store as it was before the
+    /// command (so nested Txns choose their branches up front, consistently with
+    /// the checks), over every key in a compare's range; a compare on a missing key
+    /// sees zeros, except that a VALUE compare on a missing key always fails.
     fn compares_hold(&self, compares: &[Compare]) -> Result<bool, MvccError> {
         for compare in compares {
             if !self.compare_holds(compare)? {
@@ -419,7 +422,7 @@ impl<'txn> MvccWriter<'txn> {
             &self.kv,
             self.group,
             &span,
-            i64::MAX,
+            self.revision,
             |key, mod_revision, record| {
                 seen_any = true;
                 if !compare_key_value(
