@@ -166,13 +166,7 @@ impl<'txn> MvccWriter<'txn> {
         request: &RangeRequest,
     ) -> Result<synod_proto::etcdserverpb::RangeResponse, MvccError> {
         let current = self.revision + i64::from(self.sub > 0);
-        Ok(read::range(
-            &self.kv,
-            self.group,
-            request,
-            current,
-            self.compacted,
-        )?)
+        read::range(&self.kv, self.group, request, current, self.compacted)
     }
 
     fn header(&self) -> ResponseHeader {
