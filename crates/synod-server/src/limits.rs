@@ -33,9 +33,18 @@ impl Default for Limits {
     }
 }
 
-/// Slack the gRPC layer allows above `request_bytes_max` before refusing to decode a
-/// message at all; between the two, etcd's own "request is too large" answers.
+/// Slack the gRPC layer allows above `request_bytes_max` before refusing a message
+/// outright; between the two, etcd's own "request is too large" answers.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Largest client message decoded at all. Messages between the gRPC limit above and
+/// this one are refused with etcd's exact gRPC error; larger ones are cut off by
+/// the transport before they take memory.
+pub const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Bytes etcd's proposal adds around a request (its `InternalRaftRequest` header),
+/// counted against `--max-request-bytes` so the same request is too large on both.
+pub const PROPOSAL_HEADER_BYTES: usize = 14;
 
 /// Largest peer message: a batch of log entries or a snapshot chunk.
 pub const PEER_MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;

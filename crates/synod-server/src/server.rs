@@ -40,7 +40,8 @@ use crate::config::{ClusterState, ConfigError, ServerConfig};
 use crate::identity::{self, Identity, IdentityError};
 use crate::lease::{run_keeper, LeaseKeeper};
 use crate::limits::{
-    GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX, SNAPSHOT_CHUNK_BYTES,
+    CLIENT_MESSAGE_BYTES_MAX, GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX,
+    SNAPSHOT_CHUNK_BYTES,
 };
 use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
 use crate::raft::network::{PeerClients, PeerNetworkFactory};
@@ -211,6 +212,20 @@ pub async fn run(
         applied: applied.clone(),
     });
 
+    // Initialize before serving peers: a member that has seen a vote request can no
+    // longer be initialized, and every member of a new cluster initializes itself
+    // with the same membership.
+    if config.cluster_state == ClusterState::New
+        && !raft
+            .is_initialized()
+            .await
+            .map_err(|error| ServerError::Raft(error.to_string()))?
+    {
+        raft.initialize(members)
+            .await
+            .map_err(|error| ServerError::Raft(error.to_string()))?;
+    }
+
     let (stop_sender, stop) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for listener in client_listeners {
@@ -225,17 +240,6 @@ pub async fn run(
         tasks.spawn(serve_peers(node.clone(), listener, stop.clone()));
     }
     tasks.spawn(keep_leases(node.clone(), applied, stop.clone()));
-
-    if config.cluster_state == ClusterState::New
-        && !raft
-            .is_initialized()
-            .await
-            .map_err(|error| ServerError::Raft(error.to_string()))?
-    {
-        raft.initialize(members)
-            .await
-            .map_err(|error| ServerError::Raft(error.to_string()))?;
-    }
     tasks.spawn(publish_attributes(node.clone(), stop.clone()));
     tracing::info!(
         name = %config.name,
@@ -293,7 +297,8 @@ async fn serve_clients(
     progress_interval: Duration,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let message_max = node.limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
+    let message_max =
+        CLIENT_MESSAGE_BYTES_MAX.max(node.limits.request_bytes_max + GRPC_OVERHEAD_BYTES);
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))

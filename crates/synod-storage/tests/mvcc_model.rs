@@ -90,7 +90,8 @@ struct TxnWork {
 impl Model {
     fn new() -> Self {
         Self {
-            snapshots: vec![Snapshot::new()],
+            // An empty store is at revision 1, as etcd's: the first write is 2.
+            snapshots: vec![Snapshot::new(), Snapshot::new()],
             compacted: 0,
         }
     }
@@ -213,10 +214,6 @@ impl Model {
     /// store as it was when the outermost Txn began: etcd computes the whole branch
     /// path (`compareToPath`) on one read view before it runs any op.
     fn run_txn(&self, base: &Snapshot, work: &mut TxnWork, request: &TxnRequest) -> TxnResponse {
-        // STORE BUG (nested compares): the store evaluates a nested Txn's compares
-        // after the ops before it have run, and checks (in `check_ops`) a different
-        // branch than it may then run. See `nested_compares_see_the_store_before_the_txn`
-        // and `refused_txn_leaves_no_trace` below.
         let succeeded = compares_hold(base, &request.compare);
         let branch = if succeeded {
             &request.success
@@ -341,6 +338,15 @@ fn range_of(snapshot: &Snapshot, request: &RangeRequest) -> RangeResponse {
         })
         .cloned()
         .collect();
+    // etcd's quirk: with no requested order and no filters, only the first
+    // `limit + 1` keys (in key order) are read, and only those get sorted.
+    let filtered = request.min_mod_revision != 0
+        || request.max_mod_revision != 0
+        || request.min_create_revision != 0
+        || request.max_create_revision != 0;
+    if request.limit > 0 && request.sort_order == SortOrder::None as i32 && !filtered {
+        kvs.truncate(request.limit as usize + 1);
+    }
     // A target other than KEY with no order means ascending. Sorting is stable from
     // ascending key order, so ties stay in ascending key order either way.
     let target = SortTarget::try_from(request.sort_target).unwrap();
@@ -372,9 +378,6 @@ fn range_of(snapshot: &Snapshot, request: &RangeRequest) -> RangeResponse {
     }
     // keys_only drops values only after sorting (etcd clears them while assembling
     // the response), so sorting by VALUE still orders by the real values.
-    // STORE BUG (keys_only + VALUE sort): `read::range` clears values while
-    // collecting, before sorting, so it sorts empty values. See
-    // `keys_only_still_sorts_by_value` below.
     if request.keys_only {
         for kv in &mut kvs {
             kv.value.clear();
@@ -1177,7 +1180,7 @@ fn everything() -> RangeRequest {
     }
 }
 
-/// STORE BUG (keys_only + VALUE sort). etcd sorts first and clears values while
+/// Regression (keys_only + VALUE sort): etcd sorts first and clears values while
 /// assembling the response, so keys_only does not change the order.
 #[test]
 fn keys_only_still_sorts_by_value() {
@@ -1202,10 +1205,10 @@ fn keys_only_still_sorts_by_value() {
     assert_eq!(store.range(&request), model.range(&request));
 }
 
-/// STORE BUG (nested compares). etcd decides the branch of every Txn, nested ones
+/// Regression (nested compares): etcd decides the branch of every Txn, nested ones
 /// included, on the store as it was when the outermost Txn began
 /// (`compareToPath`), before any op runs. "b" is missing then, so the nested
-/// success branch runs; the store sees the Put of "b" and runs the failure branch.
+/// success branch must run, not the failure branch that sees the Put of "b".
 #[test]
 fn nested_compares_see_the_store_before_the_txn() {
     let store = Store::new();
@@ -1219,10 +1222,10 @@ fn nested_compares_see_the_store_before_the_txn() {
     assert_eq!(got, model.txn(&request));
 }
 
-/// STORE BUG (nested compares), its worst consequence: the store checks the branch
-/// etcd would run, then runs the other one, whose `ignore_value` Put on a missing key
-/// refuses mid-run. The Put of "b" made before the refusal stays behind, and the
-/// next command of the batch commits it as part of its own revision.
+/// Regression (nested compares), the worst consequence: a store that checked one
+/// branch and ran the other met a refusal mid-run (an `ignore_value` Put on a
+/// missing key), and the Put of "b" made before it stayed behind, committed with
+/// the next command of the batch. A refused Txn must leave no trace.
 #[test]
 fn refused_txn_leaves_no_trace() {
     let store = Store::new();

@@ -84,9 +84,9 @@ impl Cluster for ClusterService {
         if request.into_inner().linearizable {
             self.node.read_barrier().await.map_err(ApiError::from)?;
         }
-        let revision = self.node.revision();
+        // As etcd: the member list's header carries no store revision.
         Ok(Response::new(MemberListResponse {
-            header: Some(self.node.header(revision)),
+            header: Some(self.node.header(0)),
             members: self.members()?,
         }))
     }

@@ -7,13 +7,14 @@ use synod_proto::synodpb::command_result::Result as Outcome;
 use synod_proto::synodpb::Command;
 
 use super::error::ApiError;
+use crate::limits::PROPOSAL_HEADER_BYTES;
 use crate::node::Node;
 
 /// Proposes `op` and returns what the state machine produced for it; refusals by the
 /// state machine come back as their API errors.
 pub async fn commit(node: &Node, op: Op) -> Result<Outcome, ApiError> {
     let command = Command { op: Some(op) };
-    if command.encoded_len() > node.limits.request_bytes_max {
+    if command.encoded_len() + PROPOSAL_HEADER_BYTES > node.limits.request_bytes_max {
         return Err(ApiError::RequestTooLarge);
     }
     let result = node.propose(command).await?;

@@ -28,6 +28,15 @@ pub enum ApiError {
     /// A Txn branch writes one key twice.
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
+    /// The message exceeds what the gRPC layer accepts (`--max-request-bytes` plus
+    /// gRPC's slack); worded as grpc-go words it.
+    #[error("grpc: received message larger than max ({size} vs. {limit})")]
+    MessageTooLarge {
+        /// The message's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The request exceeds `--max-request-bytes`.
     #[error("etcdserver: request is too large")]
     RequestTooLarge,
@@ -111,6 +120,7 @@ impl ApiError {
             }
             ApiError::LeaseNotFound => Code::NotFound,
             ApiError::LeaseExists => Code::FailedPrecondition,
+            ApiError::MessageTooLarge { .. } => Code::ResourceExhausted,
             ApiError::Node(NodeError::Forwarded(status)) => status.code(),
             ApiError::Node(NodeError::Internal(_)) | ApiError::Internal(_) => Code::Internal,
             ApiError::Node(_) => Code::Unavailable,

@@ -9,6 +9,17 @@ use synod_proto::etcdserverpb::{
 };
 
 use super::error::ApiError;
+use crate::limits::{Limits, GRPC_OVERHEAD_BYTES};
+
+/// Refuses a message larger than the gRPC limit, as etcd's transport does.
+pub fn check_message_size<M: prost::Message>(message: &M, limits: &Limits) -> Result<(), ApiError> {
+    let size = message.encoded_len();
+    let limit = limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
+    if size > limit {
+        return Err(ApiError::MessageTooLarge { size, limit });
+    }
+    Ok(())
+}
 
 /// Checks a Range request.
 pub fn check_range(request: &RangeRequest) -> Result<(), ApiError> {

@@ -155,16 +155,18 @@ where
         || request.max_mod_revision != 0
         || request.min_create_revision != 0
         || request.max_create_revision != 0;
-    let order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
+    let requested_order = SortOrder::try_from(request.sort_order).unwrap_or(SortOrder::None);
     let target = SortTarget::try_from(request.sort_target).unwrap_or(SortTarget::Key);
-    let order = match (order, target) {
+    let order = match (requested_order, target) {
         (SortOrder::None, SortTarget::Key) => SortOrder::None,
         (SortOrder::None, _) => SortOrder::Ascend,
         (SortOrder::Ascend, SortTarget::Key) => SortOrder::None,
         (order, _) => order,
     };
-    // Without sorting or filters, only the first `limit + 1` values are needed.
-    let keep = if request.limit > 0 && order == SortOrder::None && !filtered {
+    // Without a requested sort order or filters, etcd reads only the first
+    // `limit + 1` keys (in key order) and sorts those, even when a sort target
+    // other than KEY makes it sort them ascending.
+    let keep = if request.limit > 0 && requested_order == SortOrder::None && !filtered {
         usize::try_from(request.limit)
             .unwrap_or(usize::MAX)
             .saturating_add(1)

@@ -467,7 +467,8 @@ fn compare_key_value(compare: &Compare, target: CompareTarget, kv: &KeyValue) ->
     }
 }
 
-/// Reads a revision counter from a metadata table; a missing counter is 0.
+/// Reads a revision counter from a metadata table; a missing counter has its
+/// initial value.
 pub fn read_counter<T>(table: &T, group: GroupId, name: &str) -> StoreResult<i64>
 where
     T: ReadableTable<(u64, &'static str), &'static [u8]>,
@@ -480,6 +481,11 @@ where
                 .map_err(|_| StoreError::Corrupt(format!("metadata {name} is not 8 bytes")))?;
             Ok(i64::from_be_bytes(bytes))
         }
+        None if name == sm_meta::REVISION => Ok(INITIAL_REVISION),
         None => Ok(0),
     }
 }
+
+/// The revision of an empty store. As in etcd it is 1, so the first write is
+/// revision 2 and clients can tell "no revision yet" (0) from an empty store.
+pub const INITIAL_REVISION: i64 = 1;
