@@ -13,7 +13,7 @@ use synod_storage::DATABASE_FILE;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
-use super::error::unimplemented;
+use super::error::{unimplemented, ApiError};
 use crate::node::Node;
 
 /// The etcd API version synod implements, reported by Status.
@@ -28,6 +28,16 @@ impl MaintenanceService {
     /// The Maintenance service of `node`.
     pub fn new(node: Arc<Node>) -> Self {
         Self { node }
+    }
+
+    /// Hashes this member's store (as applied here, without a read barrier: the
+    /// point is to compare replicas).
+    async fn hash_kv_at(&self, revision: i64) -> Result<(u32, i64, i64), ApiError> {
+        let reader = self.node.reader.clone();
+        tokio::task::spawn_blocking(move || reader.hash_kv(revision))
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))?
+            .map_err(ApiError::from)
     }
 }
 
@@ -86,14 +96,25 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(unimplemented("Maintenance.Hash"))
+        let (hash, revision, _) = self.hash_kv_at(0).await?;
+        Ok(Response::new(HashResponse {
+            header: Some(self.node.header(revision)),
+            hash,
+        }))
     }
 
     async fn hash_kv(
         &self,
-        _request: Request<HashKvRequest>,
+        request: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Err(unimplemented("Maintenance.HashKV"))
+        let (hash, hash_revision, compact_revision) =
+            self.hash_kv_at(request.into_inner().revision).await?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.node.header(self.node.revision())),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
     }
 
     type SnapshotStream = BoxStream<SnapshotResponse>;

@@ -132,6 +132,33 @@ impl MvccReader {
         Ok((self.changes(from, from, usize::MAX, with_previous)?, from))
     }
 
+    /// A checksum of every key version with revision up to `revision` (0: the
+    /// current one), for checking that replicas agree. Returns the hash, the
+    /// revision hashed up to, and the compact revision. Every replica applies the
+    /// same log, including compactions, so equal stores hash equal.
+    pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), MvccError> {
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let meta = txn.open_table(SM_META).map_err(StoreError::from)?;
+        let current = write::read_counter(&meta, self.group, sm_meta::REVISION)?;
+        let compacted = write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
+        let upto = read::resolve_revision(revision, current, compacted)?;
+        let revisions = txn.open_table(REVISIONS).map_err(StoreError::from)?;
+        let kv = txn.open_table(KV).map_err(StoreError::from)?;
+        let mut hasher = crc32fast::Hasher::new();
+        for row in revisions.range((self.group, 0, 0)..=(self.group, upto, i64::MAX))? {
+            let (revision, key) = row?;
+            let (_, main, sub) = revision.value();
+            let key = key.value();
+            hasher.update(key);
+            hasher.update(&main.to_be_bytes());
+            hasher.update(&sub.to_be_bytes());
+            if let Some(record) = kv.get((self.group, key, main, sub))? {
+                hasher.update(record.value());
+            }
+        }
+        Ok((hasher.finalize(), upto, compacted))
+    }
+
     /// The TTL a lease was granted with, if it exists.
     pub fn lease(&self, id: i64) -> Result<Option<i64>, StoreError> {
         let txn = self.db.begin_read()?;
