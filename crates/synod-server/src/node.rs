@@ -109,7 +109,7 @@ impl Node {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let forward_to = match self.propose_local(command.clone(), deadline).await {
-                Ok(result) => return Ok(result),
+                Ok(committed) => return Ok(committed.result),
                 Err(ProposeError::NotLeader(forward)) => forward,
                 Err(ProposeError::Node(error)) => return Err(error),
             };
@@ -118,7 +118,17 @@ impl Node {
                 .filter(|_| forward_to.leader_id != Some(self.member.id))
             {
                 match self.forward(&node, &command, deadline).await {
-                    Ok(result) => return Ok(result),
+                    Ok(committed) => {
+                        // Answer only once this member has applied the write too, as
+                        // etcd does: a read or watch here right after the answer
+                        // must see it.
+                        self.raft
+                            .wait(Some(deadline.saturating_duration_since(Instant::now())))
+                            .applied_index_at_least(Some(committed.log_index), "forwarded write")
+                            .await
+                            .map_err(|_| NodeError::Timeout)?;
+                        return Ok(committed.result);
+                    }
                     Err(ForwardError::NotProposed) => {}
                     Err(ForwardError::Failed(error)) => return Err(error),
                 }
@@ -136,13 +146,16 @@ impl Node {
         &self,
         command: CommandMessage,
         deadline: Instant,
-    ) -> Result<ResultMessage, ProposeError> {
+    ) -> Result<Committed, ProposeError> {
         let write = tokio::time::timeout_at(deadline, self.raft.client_write(Command(command)));
         let Ok(outcome) = write.await else {
             return Err(ProposeError::Node(NodeError::Timeout));
         };
         match outcome {
-            Ok(response) => Ok(response.data.0),
+            Ok(response) => Ok(Committed {
+                result: response.data.0,
+                log_index: response.log_id.index,
+            }),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(ProposeError::NotLeader(forward))
             }
@@ -158,7 +171,7 @@ impl Node {
         leader: &MemberNode,
         command: &CommandMessage,
         deadline: Instant,
-    ) -> Result<ResultMessage, ForwardError> {
+    ) -> Result<Committed, ForwardError> {
         use prost::Message;
         let mut client = self
             .peers
@@ -170,12 +183,19 @@ impl Node {
         });
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         match client.forward(request).await {
-            Ok(response) => ResultMessage::decode(response.into_inner().response.as_slice())
-                .map_err(|error| {
-                    ForwardError::Failed(NodeError::Internal(format!(
-                        "bad forward response: {error}"
-                    )))
-                }),
+            Ok(response) => {
+                let response = response.into_inner();
+                let result =
+                    ResultMessage::decode(response.response.as_slice()).map_err(|error| {
+                        ForwardError::Failed(NodeError::Internal(format!(
+                            "bad forward response: {error}"
+                        )))
+                    })?;
+                Ok(Committed {
+                    result,
+                    log_index: response.log_index,
+                })
+            }
             Err(status) if was_not_sent(&status) => Err(ForwardError::NotProposed),
             Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
                 Err(ForwardError::Failed(NodeError::Timeout))
@@ -363,6 +383,15 @@ impl Node {
             remaining: response.remaining_ttl,
         }))
     }
+}
+
+/// A committed and applied command.
+#[derive(Debug)]
+pub struct Committed {
+    /// What the state machine produced.
+    pub result: ResultMessage,
+    /// The command's log index.
+    pub log_index: u64,
 }
 
 /// Why a local proposal did not happen.

@@ -104,11 +104,14 @@ impl Lease for LeaseService {
             .await
             .map_err(ApiError::from)?;
         let keys = match (ttl, request.keys) {
-            (Some(_), true) => self
-                .node
-                .reader
-                .lease_keys(request.id)
-                .map_err(|error| ApiError::Internal(error.to_string()))?,
+            (Some(_), true) => {
+                // The keys come from this member's state: make it current first.
+                self.node.read_barrier().await.map_err(ApiError::from)?;
+                self.node
+                    .reader
+                    .lease_keys(request.id)
+                    .map_err(|error| ApiError::Internal(error.to_string()))?
+            }
             _ => Vec::new(),
         };
         Ok(Response::new(LeaseTimeToLiveResponse {

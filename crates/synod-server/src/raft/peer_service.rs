@@ -103,8 +103,9 @@ impl RaftPeer for PeerService {
             .map_err(|error| Status::invalid_argument(format!("bad forwarded command: {error}")))?;
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
         match self.node.propose_local(command, deadline).await {
-            Ok(result) => Ok(Response::new(ForwardResponse {
-                response: result.encode_to_vec(),
+            Ok(committed) => Ok(Response::new(ForwardResponse {
+                response: committed.result.encode_to_vec(),
+                log_index: committed.log_index,
             })),
             Err(ProposeError::NotLeader(_)) => Err(not_leader()),
             Err(ProposeError::Node(NodeError::Timeout)) => {
