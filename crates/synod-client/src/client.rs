@@ -77,7 +77,12 @@ impl Client {
 
     /// Reads `request`.
     pub async fn range(&self, request: RangeRequest) -> Result<RangeResponse, ClientError> {
-        Ok(self.kv().range(request).await?.into_inner())
+        Ok(unary(|| {
+            let mut service = self.kv();
+            let request = request.clone();
+            async move { service.range(request).await }
+        })
+        .await?)
     }
 
     /// The value of `key`, if it exists.
@@ -98,22 +103,29 @@ impl Client {
         value: impl Into<Vec<u8>>,
         lease: i64,
     ) -> Result<i64, ClientError> {
-        let response = self
-            .kv()
-            .put(PutRequest {
-                key: key.into(),
-                value: value.into(),
-                lease,
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
+        let request = PutRequest {
+            key: key.into(),
+            value: value.into(),
+            lease,
+            ..Default::default()
+        };
+        let response = unary(|| {
+            let mut service = self.kv();
+            let request = request.clone();
+            async move { service.put(request).await }
+        })
+        .await?;
         Ok(response.header.map_or(0, |header| header.revision))
     }
 
     /// Runs a transaction.
     pub async fn txn(&self, request: TxnRequest) -> Result<TxnResponse, ClientError> {
-        Ok(self.kv().txn(request).await?.into_inner())
+        Ok(unary(|| {
+            let mut service = self.kv();
+            let request = request.clone();
+            async move { service.txn(request).await }
+        })
+        .await?)
     }
 
     /// Writes `key` only while `fence` still holds its lock; fails with
@@ -148,14 +160,16 @@ impl Client {
 
     /// Deletes `key`; returns how many keys were deleted.
     pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<i64, ClientError> {
-        let response = self
-            .kv()
-            .delete_range(DeleteRangeRequest {
-                key: key.into(),
-                ..Default::default()
-            })
-            .await?
-            .into_inner();
+        let request = DeleteRangeRequest {
+            key: key.into(),
+            ..Default::default()
+        };
+        let response = unary(|| {
+            let mut service = self.kv();
+            let request = request.clone();
+            async move { service.delete_range(request).await }
+        })
+        .await?;
         Ok(response.deleted)
     }
 
@@ -166,17 +180,23 @@ impl Client {
     /// Grants a lease of `ttl` seconds (id chosen by the server when `id` is 0);
     /// returns (id, granted TTL).
     pub async fn lease_grant(&self, ttl: i64, id: i64) -> Result<(i64, i64), ClientError> {
-        let response = self
-            .lease()
-            .lease_grant(LeaseGrantRequest { ttl, id })
-            .await?
-            .into_inner();
+        let request = LeaseGrantRequest { ttl, id };
+        let response = unary(|| {
+            let mut service = self.lease();
+            async move { service.lease_grant(request).await }
+        })
+        .await?;
         Ok((response.id, response.ttl))
     }
 
     /// Revokes a lease, deleting its keys.
     pub async fn lease_revoke(&self, id: i64) -> Result<(), ClientError> {
-        self.lease().lease_revoke(LeaseRevokeRequest { id }).await?;
+        let request = LeaseRevokeRequest { id };
+        unary(|| {
+            let mut service = self.lease();
+            async move { service.lease_revoke(request).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -186,20 +206,22 @@ impl Client {
         id: i64,
         keys: bool,
     ) -> Result<LeaseTimeToLiveResponse, ClientError> {
-        Ok(self
-            .lease()
-            .lease_time_to_live(LeaseTimeToLiveRequest { id, keys })
-            .await?
-            .into_inner())
+        let request = LeaseTimeToLiveRequest { id, keys };
+        Ok(unary(|| {
+            let mut service = self.lease();
+            async move { service.lease_time_to_live(request).await }
+        })
+        .await?)
     }
 
     /// Every lease id.
     pub async fn lease_list(&self) -> Result<Vec<i64>, ClientError> {
-        let response = self
-            .lease()
-            .lease_leases(LeaseLeasesRequest {})
-            .await?
-            .into_inner();
+        let request = LeaseLeasesRequest {};
+        let response = unary(|| {
+            let mut service = self.lease();
+            async move { service.lease_leases(request).await }
+        })
+        .await?;
         Ok(response.leases.into_iter().map(|lease| lease.id).collect())
     }
 
@@ -225,14 +247,16 @@ impl Client {
     /// Acquires lock `name` under `lease`, waiting in line, and returns the fence
     /// that proves it.
     pub async fn lock(&self, name: impl Into<Vec<u8>>, lease: i64) -> Result<Fence, ClientError> {
-        let response = self
-            .lock_service()
-            .lock(LockRequest {
-                name: name.into(),
-                lease,
-            })
-            .await?
-            .into_inner();
+        let request = LockRequest {
+            name: name.into(),
+            lease,
+        };
+        let response = unary(|| {
+            let mut service = self.lock_service();
+            let request = request.clone();
+            async move { service.lock(request).await }
+        })
+        .await?;
         let key = response.key;
         let held = self
             .range(RangeRequest {
@@ -253,11 +277,15 @@ impl Client {
 
     /// Releases a lock.
     pub async fn unlock(&self, fence: &Fence) -> Result<(), ClientError> {
-        self.lock_service()
-            .unlock(UnlockRequest {
-                key: fence.key.clone(),
-            })
-            .await?;
+        let request = UnlockRequest {
+            key: fence.key.clone(),
+        };
+        unary(|| {
+            let mut service = self.lock_service();
+            let request = request.clone();
+            async move { service.unlock(request).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -304,25 +332,31 @@ impl Client {
         value: impl Into<Vec<u8>>,
         lease: i64,
     ) -> Result<LeaderKey, ClientError> {
-        let response = self
-            .election()
-            .campaign(CampaignRequest {
-                name: name.into(),
-                lease,
-                value: value.into(),
-            })
-            .await?
-            .into_inner();
+        let request = CampaignRequest {
+            name: name.into(),
+            lease,
+            value: value.into(),
+        };
+        let response = unary(|| {
+            let mut service = self.election();
+            let request = request.clone();
+            async move { service.campaign(request).await }
+        })
+        .await?;
         response.leader.ok_or(ClientError::StreamClosed("campaign"))
     }
 
     /// Gives up leadership.
     pub async fn resign(&self, leader: LeaderKey) -> Result<(), ClientError> {
-        self.election()
-            .resign(ResignRequest {
-                leader: Some(leader),
-            })
-            .await?;
+        let request = ResignRequest {
+            leader: Some(leader),
+        };
+        unary(|| {
+            let mut service = self.election();
+            let request = request.clone();
+            async move { service.resign(request).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -374,4 +408,34 @@ impl WatchEvents {
             None => Ok(None),
         }
     }
+}
+
+/// How long a call keeps trying endpoints it cannot reach.
+const UNREACHABLE_RETRY_TIME: Duration = Duration::from_secs(5);
+
+/// Makes a unary call, retrying while the endpoint it went to could not be reached
+/// (the request was never sent, so retrying cannot apply it twice); with several
+/// endpoints, a retry goes to a reachable one.
+async fn unary<T, F, Fut>(mut call: F) -> Result<T, tonic::Status>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let deadline = tokio::time::Instant::now() + UNREACHABLE_RETRY_TIME;
+    loop {
+        match call().await {
+            Ok(response) => return Ok(response.into_inner()),
+            Err(status) if never_sent(&status) && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => return Err(status),
+        }
+    }
+}
+
+/// Whether a call failed before its request left this process.
+fn never_sent(status: &tonic::Status) -> bool {
+    let message = status.message();
+    (status.code() == tonic::Code::Unavailable && message.contains("tcp connect error"))
+        || message.starts_with("Service was not ready")
 }

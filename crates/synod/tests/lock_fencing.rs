@@ -267,3 +267,53 @@ async fn fenced_counter_survives_leader_crash_and_a_frozen_holder() {
         "a live holder's guarded write was refused"
     );
 }
+
+/// A contender whose lease expires while it waits in line is told so when its turn
+/// comes, and never gets the lock (the flaw Jepsen found in etcd 3.4.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiter_whose_lease_expired_never_gets_the_lock() {
+    let cluster = Cluster::start(3, &[]).await;
+    let holder = Client::connect(&cluster.endpoints()).unwrap();
+    let (holder_lease, _) = holder.lease_grant(10, 0).await.unwrap();
+    let fence = holder.lock("expiry-lock", holder_lease).await.unwrap();
+
+    let follower = cluster.follower().await;
+    let waiter = Client::connect(&[cluster.members[follower].endpoint()]).unwrap();
+    let (waiter_lease, ttl) = waiter.lease_grant(2, 0).await.unwrap();
+    assert_eq!(ttl, 2);
+    let waiting = tokio::spawn(async move { waiter.lock("expiry-lock", waiter_lease).await });
+
+    // The waiter's lease runs out while the lock is still held.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lease = holder
+            .lease_time_to_live(waiter_lease, false)
+            .await
+            .unwrap();
+        if lease.ttl == -1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the waiter's lease never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the waiter got an answer while the lock was held"
+    );
+
+    holder.unlock(&fence).await.unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiter was never answered")
+        .unwrap();
+    match outcome {
+        Err(ClientError::Status(status)) => assert_eq!(status.message(), "session expired"),
+        other => panic!("a contender with an expired lease was answered {other:?}"),
+    }
+    // Nobody holds the lock now: the next contender gets it at once.
+    let next = holder.lock("expiry-lock", holder_lease).await.unwrap();
+    assert!(next.token > fence.token, "tokens grow with every grant");
+}
