@@ -99,9 +99,14 @@ pub fn stored(db: &Database) -> Result<Option<Identity>, StoreError> {
 }
 
 /// Stamps a fresh data dir with `identity`, or checks that a used one matches it.
-pub fn claim(db: &Arc<Database>, identity: Identity) -> Result<(), IdentityError> {
+///
+/// A used data dir is accepted when it belongs to the same member; its stored
+/// cluster id is the one that counts (the membership, and with it the id the flags
+/// would give, may have changed since the cluster was created). Returns the
+/// identity in force.
+pub fn claim(db: &Arc<Database>, identity: Identity) -> Result<Identity, IdentityError> {
     if let Some(stored) = stored(db)? {
-        if stored != identity {
+        if stored.member_id != identity.member_id {
             return Err(IdentityError::Mismatch {
                 stored_cluster: stored.cluster_id,
                 stored_member: stored.member_id,
@@ -109,7 +114,7 @@ pub fn claim(db: &Arc<Database>, identity: Identity) -> Result<(), IdentityError
                 member: identity.member_id,
             });
         }
-        return Ok(());
+        return Ok(stored);
     }
     let write = || -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
@@ -123,7 +128,7 @@ pub fn claim(db: &Arc<Database>, identity: Identity) -> Result<(), IdentityError
         Ok(())
     };
     write()?;
-    Ok(())
+    Ok(identity)
 }
 
 #[cfg(test)]

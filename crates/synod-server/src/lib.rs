@@ -8,8 +8,10 @@
 pub mod api;
 pub mod config;
 pub mod identity;
+pub mod join;
 pub mod lease;
 pub mod limits;
+pub mod membership;
 pub mod node;
 pub mod raft;
 pub mod server;

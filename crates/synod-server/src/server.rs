@@ -17,6 +17,7 @@ use synod_proto::etcdserverpb::watch_server::WatchServer;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::{Command, MemberAttributes};
 use synod_proto::synodpeer::raft_peer_server::RaftPeerServer;
+use synod_proto::synodpeer::MembershipRequest;
 use synod_proto::v3electionpb::election_server::ElectionServer;
 use synod_proto::v3lockpb::lock_server::LockServer;
 use synod_storage::mvcc::MvccReader;
@@ -38,6 +39,7 @@ use crate::api::pending::PendingService;
 use crate::api::watch::WatchService;
 use crate::config::{ClusterState, ConfigError, ServerConfig};
 use crate::identity::{self, Identity, IdentityError};
+use crate::join::{self, JoinError};
 use crate::lease::{run_keeper, LeaseKeeper};
 use crate::limits::{
     CLIENT_MESSAGE_BYTES_MAX, GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX,
@@ -46,6 +48,9 @@ use crate::limits::{
 use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
 use crate::raft::network::{PeerClients, PeerNetworkFactory};
 use crate::raft::peer_service::PeerService;
+
+/// How often a member asks its peers whether it is still a member.
+const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why a node could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -77,13 +82,13 @@ pub enum ServerError {
         /// The failure.
         source: std::io::Error,
     },
-    /// `--initial-cluster-state existing` on an empty data dir.
-    #[error(
-        "--initial-cluster-state existing needs this member's data dir from a previous run; \
-         adding members to a running cluster is not supported yet, so bootstrap every member \
-         with --initial-cluster-state new"
-    )]
-    JoinUnsupported,
+    /// This member was removed from the cluster (MemberRemove), so it stops, as etcd
+    /// members do.
+    #[error("this member was removed from the cluster; its data dir can no longer be used to rejoin, start a fresh member with member add")]
+    Removed,
+    /// A new member could not join the running cluster.
+    #[error(transparent)]
+    Join(#[from] JoinError),
     /// Raft failed to start or stopped with an error.
     #[error("raft: {0}")]
     Raft(String),
@@ -160,13 +165,20 @@ pub async fn run(
         member_id: identity::member_id(&config.advertise_peer_urls, &config.cluster_token),
     };
     let stored = identity::stored(&db).map_err(|error| data_dir_error(error.to_string()))?;
-    if config.cluster_state == ClusterState::Existing && stored.is_none() {
-        return Err(ServerError::JoinUnsupported);
-    }
-    identity::claim(&db, expected).map_err(|source| ServerError::Identity {
+    let identity_error = |source| ServerError::Identity {
         data_dir: config.data_dir.display().to_string(),
         source,
-    })?;
+    };
+    // A new cluster's ids follow from the flags; a member that joined later has the
+    // id MemberAdd gave it, kept in its data dir (or learnt from its peers now).
+    let expected = match (config.cluster_state, stored) {
+        (ClusterState::New, _) => identity::claim(&db, expected).map_err(identity_error)?,
+        (ClusterState::Existing, Some(stored)) => stored,
+        (ClusterState::Existing, None) => {
+            let joined = join::discover(&config).await?;
+            identity::claim(&db, joined).map_err(identity_error)?
+        }
+    };
 
     // Bind before starting Raft, so a taken port fails the start instead of leaving
     // a half-running member.
@@ -241,6 +253,7 @@ pub async fn run(
     }
     tasks.spawn(keep_leases(node.clone(), applied, stop.clone()));
     tasks.spawn(publish_attributes(node.clone(), stop.clone()));
+    tasks.spawn(stop_when_removed(node.clone(), stop.clone()));
     tracing::info!(
         name = %config.name,
         member_id = format_args!("{:x}", expected.member_id),
@@ -285,6 +298,99 @@ async fn keep_leases(
     run_keeper(node, applied, stop.clone()).await;
     stopped(stop).await;
     Ok(())
+}
+
+/// Whether a peer has applied a newer membership that leaves this member out. A
+/// removed follower may never see the entry that removes it committed (the leader
+/// stops replicating to it), so it asks.
+async fn removed_per_peers(node: &Node) -> bool {
+    let metrics = node.raft.metrics().borrow().clone();
+    let own_index = metrics
+        .membership_config
+        .log_id()
+        .map_or(0, |log_id| log_id.index);
+    let peers: Vec<MemberNode> = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .filter(|(id, _)| **id != node.member.id)
+        .map(|(_, peer)| peer.clone())
+        .collect();
+    for peer in peers {
+        let Ok(mut client) = node.peers.for_node(&peer) else {
+            continue;
+        };
+        let mut request = tonic::Request::new(MembershipRequest {
+            group_id: DEFAULT_GROUP,
+        });
+        request.set_timeout(Duration::from_secs(1));
+        let Ok(response) = client.membership(request).await else {
+            continue;
+        };
+        let response = response.into_inner();
+        if response.config_applied
+            && response.config_index > own_index
+            && response
+                .members
+                .iter()
+                .all(|member| member.id != node.member.id)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Ends with [`ServerError::Removed`] once an applied membership no longer lists
+/// this member, after one that did (a joining member first replays older
+/// memberships without itself), or once a peer has applied such a membership.
+async fn stop_when_removed(
+    node: Arc<Node>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let mut metrics = node.raft.metrics();
+    let mut was_member = false;
+    let mut ask_peers = tokio::time::interval(REMOVAL_CHECK_INTERVAL);
+    let removed = async {
+        loop {
+            {
+                let current = metrics.borrow_and_update();
+                let config = &current.membership_config;
+                let applied = current.last_applied.map(|log_id| log_id.index);
+                let config_applied = match (config.log_id(), applied) {
+                    (Some(config), Some(applied)) => config.index <= applied,
+                    _ => false,
+                };
+                if config_applied {
+                    let listed = config.membership().get_node(&node.member.id).is_some();
+                    if listed {
+                        was_member = true;
+                    } else if was_member {
+                        return;
+                    }
+                }
+            }
+            tokio::select! {
+                changed = metrics.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                _ = ask_peers.tick() => {
+                    if was_member && removed_per_peers(&node).await {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = removed => {
+            tracing::warn!("this member was removed from the cluster; stopping");
+            Err(ServerError::Removed)
+        }
+        () = stopped(stop) => Ok(()),
+    }
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

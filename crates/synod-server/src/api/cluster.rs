@@ -4,16 +4,20 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::time::{SystemTime, UNIX_EPOCH};
 use synod_proto::etcdserverpb::cluster_server::Cluster;
 use synod_proto::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
     MemberUpdateRequest, MemberUpdateResponse,
 };
-use synod_storage::member_attributes;
+use synod_storage::{member_attributes, MemberNode};
 use tonic::{Request, Response, Status};
 
-use super::error::{unimplemented, ApiError};
+use super::error::ApiError;
+use crate::config::parse_socket_url;
+use crate::identity;
+use crate::membership::{promote_when_caught_up, MembershipChange};
 use crate::node::{Node, DEFAULT_GROUP};
 
 /// Serves the Cluster service of one node.
@@ -54,27 +58,105 @@ impl ClusterService {
     }
 }
 
+/// Checks that every peer URL is `http://IP:PORT`.
+fn check_peer_urls(urls: &[String]) -> Result<Vec<String>, ApiError> {
+    if urls.is_empty() {
+        return Err(ApiError::BadMemberUrls);
+    }
+    for url in urls {
+        parse_socket_url("--peer-urls", url).map_err(|_| ApiError::BadMemberUrls)?;
+    }
+    Ok(urls.to_vec())
+}
+
 #[tonic::async_trait]
 impl Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<MemberAddRequest>,
+        request: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(unimplemented("Cluster.MemberAdd"))
+        let request = request.into_inner();
+        let peer_urls = check_peer_urls(&request.peer_ur_ls)?;
+        let existing = self.members()?;
+        if existing
+            .iter()
+            .any(|member| member.peer_ur_ls.iter().any(|url| peer_urls.contains(url)))
+        {
+            return Err(ApiError::PeerUrlExists.into());
+        }
+        // As etcd: an added member's id mixes in the time, so re-adding the same URLs
+        // after a removal gives a new member.
+        let salt = format!(
+            "{:x}-{}",
+            self.node.member.cluster_id,
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_nanos())
+                .unwrap_or_default()
+        );
+        let id = identity::member_id(&peer_urls, &salt);
+        let node = MemberNode {
+            name: String::new(),
+            peer_urls: peer_urls.clone(),
+        };
+        self.node
+            .change_membership(MembershipChange::AddLearner(id, node))
+            .await
+            .map_err(ApiError::from)?;
+        if !request.is_learner {
+            // A voter joins the quorum once it has caught up (see
+            // `promote_when_caught_up`); until then it replicates as a learner.
+            tokio::spawn(promote_when_caught_up(self.node.clone(), id));
+        }
+        Ok(Response::new(MemberAddResponse {
+            header: Some(self.node.header(0)),
+            member: Some(Member {
+                id,
+                name: String::new(),
+                peer_ur_ls: peer_urls,
+                client_ur_ls: Vec::new(),
+                is_learner: request.is_learner,
+            }),
+            members: self.members()?,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _request: Request<MemberRemoveRequest>,
+        request: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(unimplemented("Cluster.MemberRemove"))
+        let id = request.into_inner().id;
+        self.node
+            .change_membership(MembershipChange::Remove(id))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(MemberRemoveResponse {
+            header: Some(self.node.header(0)),
+            members: self.members()?,
+        }))
     }
 
     async fn member_update(
         &self,
-        _request: Request<MemberUpdateRequest>,
+        request: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(unimplemented("Cluster.MemberUpdate"))
+        let request = request.into_inner();
+        let peer_urls = check_peer_urls(&request.peer_ur_ls)?;
+        let name = self
+            .members()?
+            .into_iter()
+            .find(|member| member.id == request.id)
+            .map(|member| member.name)
+            .ok_or(ApiError::MemberNotFound)?;
+        let node = MemberNode { name, peer_urls };
+        self.node
+            .change_membership(MembershipChange::Update(request.id, node))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(MemberUpdateResponse {
+            header: Some(self.node.header(0)),
+            members: self.members()?,
+        }))
     }
 
     async fn member_list(
@@ -93,8 +175,16 @@ impl Cluster for ClusterService {
 
     async fn member_promote(
         &self,
-        _request: Request<MemberPromoteRequest>,
+        request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(unimplemented("Cluster.MemberPromote"))
+        let id = request.into_inner().id;
+        self.node
+            .change_membership(MembershipChange::Promote(id))
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(MemberPromoteResponse {
+            header: Some(self.node.header(0)),
+            members: self.members()?,
+        }))
     }
 }

@@ -5,6 +5,7 @@ use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 use synod_storage::mvcc::MvccError;
 use tonic::{Code, Status};
 
+use crate::membership::MembershipError;
 use crate::node::NodeError;
 
 /// Every error a client API call can answer with.
@@ -55,6 +56,18 @@ pub enum ApiError {
     /// A grant asked for a TTL above the maximum.
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// No member has the given id.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// A member already uses one of the given peer URLs.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    /// Peer URLs that are not http://IP:PORT.
+    #[error("etcdserver: given member URLs are invalid")]
+    BadMemberUrls,
+    /// Promote of a member that is not a learner.
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner,
     /// A lock or election session's lease expired while it waited.
     #[error("session expired")]
     SessionExpired,
@@ -91,6 +104,17 @@ impl From<MvccError> for ApiError {
     }
 }
 
+impl From<MembershipError> for ApiError {
+    fn from(error: MembershipError) -> Self {
+        match error {
+            MembershipError::MemberNotFound => ApiError::MemberNotFound,
+            MembershipError::NotLearner => ApiError::NotLearner,
+            MembershipError::Timeout => ApiError::Node(NodeError::Timeout),
+            MembershipError::Raft(reason) => ApiError::Internal(reason),
+        }
+    }
+}
+
 impl ApiError {
     /// The client-facing form of a refusal decided by the state machine.
     pub fn from_apply(kind: i32) -> Self {
@@ -119,7 +143,11 @@ impl ApiError {
                 Code::OutOfRange
             }
             ApiError::LeaseNotFound => Code::NotFound,
-            ApiError::LeaseExists => Code::FailedPrecondition,
+            ApiError::LeaseExists | ApiError::PeerUrlExists | ApiError::NotLearner => {
+                Code::FailedPrecondition
+            }
+            ApiError::MemberNotFound => Code::NotFound,
+            ApiError::BadMemberUrls => Code::InvalidArgument,
             ApiError::MessageTooLarge { .. } => Code::ResourceExhausted,
             ApiError::Node(NodeError::Forwarded(status)) => status.code(),
             ApiError::Node(NodeError::Internal(_)) | ApiError::Internal(_) => Code::Internal,

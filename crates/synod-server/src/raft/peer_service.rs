@@ -8,14 +8,16 @@ use prost::Message;
 use synod_proto::synodpb::Command as CommandMessage;
 use synod_proto::synodpeer::raft_peer_server::RaftPeer;
 use synod_proto::synodpeer::{
-    ForwardRequest, ForwardResponse, LeaseDeadline, LeaseRequest, NodeInfoRequest,
-    NodeInfoResponse, RaftMessage, ReadIndexRequest, ReadIndexResponse,
+    ForwardRequest, ForwardResponse, LeaseDeadline, LeaseRequest, MembershipRequest,
+    MembershipResponse, NodeInfoRequest, NodeInfoResponse, PeerMember, RaftMessage,
+    ReadIndexRequest, ReadIndexResponse,
 };
 use synod_storage::{NodeId, TypeConfig};
 use tonic::{Request, Response, Status};
 
 use super::codec;
 use crate::limits::REQUEST_TIMEOUT;
+use crate::membership::{LocalChange, MembershipChange, MembershipError};
 use crate::node::{not_leader, LeaseQuery, Node, NodeError, ProposeError, DEFAULT_GROUP};
 
 /// Serves the peer RPC for one node.
@@ -141,6 +143,52 @@ impl RaftPeer for PeerService {
         request: Request<LeaseRequest>,
     ) -> Result<Response<LeaseDeadline>, Status> {
         self.lease_query(request.into_inner(), LeaseQuery::TimeToLive)
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let message = request.into_inner();
+        check_group(message.group_id)?;
+        let change: MembershipChange = codec::decode(&message.payload)?;
+        // `None`: not the leader (nothing changed), so the caller may look elsewhere.
+        let outcome: Option<Result<(), MembershipError>> =
+            match self.node.change_membership_local(&change).await {
+                Ok(()) => Some(Ok(())),
+                Err(LocalChange::Refused(error)) => Some(Err(error)),
+                Err(LocalChange::NotLeader(_) | LocalChange::Retry) => None,
+            };
+        reply(&outcome)
+    }
+
+    async fn membership(
+        &self,
+        request: Request<MembershipRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        check_group(request.into_inner().group_id)?;
+        let metrics = self.node.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        let config_index = metrics
+            .membership_config
+            .log_id()
+            .map_or(0, |log_id| log_id.index);
+        let applied = metrics.last_applied.map_or(0, |log_id| log_id.index);
+        Ok(Response::new(MembershipResponse {
+            cluster_id: self.node.member.cluster_id,
+            config_index,
+            config_applied: metrics.membership_config.log_id().is_some() && config_index <= applied,
+            members: membership
+                .nodes()
+                .map(|(id, node)| PeerMember {
+                    id: *id,
+                    name: node.name.clone(),
+                    peer_urls: node.peer_urls.clone(),
+                    is_learner: !voters.contains(id),
+                })
+                .collect(),
+        }))
     }
 
     async fn node_info(

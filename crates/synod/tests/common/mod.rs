@@ -42,6 +42,11 @@ pub struct Member {
     pub data_dir: PathBuf,
     /// Log file (stdout and stderr).
     pub log: PathBuf,
+    /// Joins a running cluster (`--initial-cluster-state existing`) rather than
+    /// bootstrapping one.
+    pub joins_existing: bool,
+    /// Removed from the cluster: left out of `--initial-cluster`.
+    pub removed: bool,
     child: Option<Child>,
 }
 
@@ -56,7 +61,7 @@ impl Member {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
-    fn peer_url(&self) -> String {
+    pub fn peer_url(&self) -> String {
         format!("http://127.0.0.1:{}", self.peer_port)
     }
 
@@ -102,6 +107,8 @@ impl Cluster {
                     name,
                     client_port: free_port(),
                     peer_port: free_port(),
+                    joins_existing: false,
+                    removed: false,
                     child: None,
                 }
             })
@@ -123,9 +130,34 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// Adds a member that will join the running cluster (after a MemberAdd); returns
+    /// its index. It is not started.
+    pub fn add_member(&mut self) -> usize {
+        let index = self.members.len();
+        let name = format!("m{index}");
+        self.members.push(Member {
+            data_dir: self.dir.path().join(&name),
+            log: self.dir.path().join(format!("{name}.log")),
+            name,
+            client_port: free_port(),
+            peer_port: free_port(),
+            joins_existing: true,
+            removed: false,
+            child: None,
+        });
+        index
+    }
+
+    /// Marks member `index` removed from the cluster and reaps its process.
+    pub fn forget(&mut self, index: usize) {
+        self.kill(index);
+        self.members[index].removed = true;
+    }
+
     fn initial_cluster(&self) -> String {
         self.members
             .iter()
+            .filter(|member| !member.removed)
             .map(|member| format!("{}={}", member.name, member.peer_url()))
             .collect::<Vec<_>>()
             .join(",")
@@ -155,6 +187,9 @@ impl Cluster {
             "--log-level".into(),
             "info".into(),
         ];
+        if member.joins_existing {
+            args.extend(["--initial-cluster-state".into(), "existing".into()]);
+        }
         args.extend(self.extra_args.iter().cloned());
         args
     }

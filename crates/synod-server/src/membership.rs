@@ -1,0 +1,215 @@
+//! Membership changes through Raft's joint consensus, run by the leader whichever
+//! member the request reached.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use serde::{Deserialize, Serialize};
+use synod_proto::synodpeer::RaftMessage;
+use synod_storage::{MemberNode, NodeId};
+use tokio::time::Instant;
+
+use crate::limits::{LEADER_RETRY_INTERVAL, REQUEST_TIMEOUT};
+use crate::node::{Node, DEFAULT_GROUP};
+use crate::raft::codec;
+
+/// One change to the membership.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MembershipChange {
+    /// Add a non-voting member (a learner), which replicates but does not vote.
+    AddLearner(NodeId, MemberNode),
+    /// Make a learner a voter.
+    Promote(NodeId),
+    /// Remove a member, voter or learner.
+    Remove(NodeId),
+    /// Change a member's peer URLs.
+    Update(NodeId, MemberNode),
+}
+
+/// Why a membership change was refused or failed.
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize)]
+pub enum MembershipError {
+    /// No member has that id.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// Promote of a member that is already a voter.
+    #[error("etcdserver: can only promote a learner member")]
+    NotLearner,
+    /// The cluster could not carry out the change in time.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// Raft refused the change.
+    #[error("etcdserver: {0}")]
+    Raft(String),
+}
+
+impl Node {
+    /// Applies `change` through the leader (forwarding it there if needed) and
+    /// waits until the new membership is committed.
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), MembershipError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT * 2;
+        loop {
+            match self.change_membership_local(&change).await {
+                Ok(()) => return Ok(()),
+                Err(LocalChange::Refused(error)) => return Err(error),
+                Err(LocalChange::Retry) => {}
+                Err(LocalChange::NotLeader(Some(leader))) => {
+                    if let Some(outcome) = self.forward_membership(&leader, &change, deadline).await
+                    {
+                        return outcome;
+                    }
+                }
+                Err(LocalChange::NotLeader(None)) => {}
+            }
+            if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
+                return Err(MembershipError::Timeout);
+            }
+            tokio::time::sleep(LEADER_RETRY_INTERVAL).await;
+        }
+    }
+
+    /// Runs `change` on this member, which must lead.
+    pub async fn change_membership_local(
+        &self,
+        change: &MembershipChange,
+    ) -> Result<(), LocalChange> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let membership = membership.membership();
+        let is_member = |id: &NodeId| membership.get_node(id).is_some();
+        let is_voter = |id: &NodeId| membership.voter_ids().any(|voter| voter == *id);
+        let changes: ChangeMembers<NodeId, MemberNode> = match change.clone() {
+            MembershipChange::AddLearner(id, node) => {
+                ChangeMembers::AddNodes(BTreeMap::from([(id, node)]))
+            }
+            MembershipChange::Promote(id) if !is_member(&id) => {
+                return Err(LocalChange::Refused(MembershipError::MemberNotFound))
+            }
+            MembershipChange::Promote(id) if is_voter(&id) => {
+                return Err(LocalChange::Refused(MembershipError::NotLearner))
+            }
+            MembershipChange::Promote(id) => ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+            MembershipChange::Remove(id) if !is_member(&id) => {
+                return Err(LocalChange::Refused(MembershipError::MemberNotFound))
+            }
+            MembershipChange::Remove(id) if is_voter(&id) => {
+                ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+            }
+            MembershipChange::Remove(id) => ChangeMembers::RemoveNodes(BTreeSet::from([id])),
+            MembershipChange::Update(id, _) if !is_member(&id) => {
+                return Err(LocalChange::Refused(MembershipError::MemberNotFound))
+            }
+            MembershipChange::Update(id, node) => {
+                ChangeMembers::SetNodes(BTreeMap::from([(id, node)]))
+            }
+        };
+        let result =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.raft.change_membership(changes, false))
+                .await;
+        match result {
+            Err(_) => Err(LocalChange::Refused(MembershipError::Timeout)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                Err(LocalChange::NotLeader(
+                    forward
+                        .leader_node
+                        .filter(|_| forward.leader_id != Some(self.member.id)),
+                ))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error)))) => {
+                match error {
+                    // Another change is still being committed: wait for it.
+                    ChangeMembershipError::InProgress(_) => Err(LocalChange::Retry),
+                    ChangeMembershipError::LearnerNotFound(_) => {
+                        Err(LocalChange::Refused(MembershipError::MemberNotFound))
+                    }
+                    other => Err(LocalChange::Refused(MembershipError::Raft(
+                        other.to_string(),
+                    ))),
+                }
+            }
+            Ok(Err(RaftError::Fatal(error))) => Err(LocalChange::Refused(MembershipError::Raft(
+                error.to_string(),
+            ))),
+        }
+    }
+
+    /// Asks the leader to run `change`; `None` if it could not be reached or no
+    /// longer leads (the change was not made).
+    async fn forward_membership(
+        &self,
+        leader: &MemberNode,
+        change: &MembershipChange,
+        deadline: Instant,
+    ) -> Option<Result<(), MembershipError>> {
+        let mut client = self.peers.for_node(leader).ok()?;
+        let mut request = tonic::Request::new(RaftMessage {
+            group_id: DEFAULT_GROUP,
+            payload: codec::encode(change).ok()?,
+        });
+        request.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100)),
+        );
+        let reply = client.change_membership(request).await.ok()?.into_inner();
+        let outcome: Option<Result<(), MembershipError>> = codec::decode(&reply.payload).ok()?;
+        outcome
+    }
+}
+
+/// Entries a learner may lag the leader's log by and still count as caught up.
+const CAUGHT_UP_LAG_ENTRIES: u64 = 64;
+
+/// How long an added voter has to catch up before it is left a learner.
+const PROMOTION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Makes learner `id` a voter once the leader has replicated its log to it. A voter
+/// is added in two steps (learner, then voter) so that the quorum never includes a
+/// member that has not started or caught up: adding it does not cost availability.
+pub async fn promote_when_caught_up(node: Arc<Node>, id: NodeId) {
+    let deadline = Instant::now() + PROMOTION_TIMEOUT;
+    while Instant::now() < deadline {
+        let metrics = node.raft.metrics().borrow().clone();
+        let membership = metrics.membership_config.membership();
+        if membership.get_node(&id).is_none() || membership.voter_ids().any(|voter| voter == id) {
+            return;
+        }
+        let caught_up = match (&metrics.replication, metrics.last_log_index) {
+            (Some(replication), Some(last)) => replication
+                .get(&id)
+                .and_then(|matched| matched.as_ref().map(|log_id| log_id.index))
+                .is_some_and(|matched| matched + CAUGHT_UP_LAG_ENTRIES >= last),
+            // Not the leader: it cannot tell; leave the decision to the leader's view.
+            _ => metrics
+                .current_leader
+                .is_some_and(|leader| leader != node.member.id),
+        };
+        if caught_up {
+            match node.change_membership(MembershipChange::Promote(id)).await {
+                Ok(()) | Err(MembershipError::NotLearner | MembershipError::MemberNotFound) => {
+                    return
+                }
+                Err(error) => tracing::debug!(%error, member = id, "promotion failed; will retry"),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tracing::warn!(
+        member = format_args!("{id:x}"),
+        "added member never caught up; it stays a learner"
+    );
+}
+
+/// The outcome of trying a change on this member.
+#[derive(Debug)]
+pub enum LocalChange {
+    /// This member does not lead; the leader, if known.
+    NotLeader(Option<MemberNode>),
+    /// The change cannot start yet; try again.
+    Retry,
+    /// The change was refused or failed.
+    Refused(MembershipError),
+}
