@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// Request bounds.
     pub limits: Limits,
+    /// Breaks linearizable reads on purpose (they skip the read index), so tests can
+    /// show that the linearizability checker catches stale reads. Never for use.
+    pub unsafe_skip_read_index: bool,
 }
 
 /// A flag value that cannot be used.

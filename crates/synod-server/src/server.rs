@@ -138,6 +138,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
     config.validate()?;
+    if config.unsafe_skip_read_index {
+        tracing::warn!(
+            "--unsafe-skip-read-index: linearizable reads skip the read index and can be stale"
+        );
+    }
     let data_dir_error = |reason: String| ServerError::DataDir {
         data_dir: config.data_dir.display().to_string(),
         reason,
@@ -219,6 +224,7 @@ pub async fn run(
         db: db.clone(),
         data_dir: config.data_dir.clone(),
         limits: config.limits,
+        unsafe_skip_read_index: config.unsafe_skip_read_index,
         peers,
         leases: LeaseKeeper::default(),
         applied: applied.clone(),

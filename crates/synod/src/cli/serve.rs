@@ -105,6 +105,11 @@ pub struct ServeFlags {
     )]
     experimental_watch_progress_notify_interval: Duration,
 
+    /// Testing only: make linearizable reads skip the read index, which breaks
+    /// linearizability on purpose so tests can show their checker catches it.
+    #[arg(long, hide = true)]
+    unsafe_skip_read_index: bool,
+
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, env = "ETCD_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -151,6 +156,7 @@ impl ServeFlags {
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
+            unsafe_skip_read_index: self.unsafe_skip_read_index,
             limits: Limits {
                 request_bytes_max: self.max_request_bytes,
                 txn_ops_max: self.max_txn_ops,
