@@ -51,6 +51,9 @@ pub struct ServerConfig {
     pub watch_progress_notify_interval: Duration,
     /// Request bounds.
     pub limits: Limits,
+    /// Local address outgoing peer connections are bound to (`--peer-source-address`),
+    /// so a network (or a test's proxy) can tell members apart by source address.
+    pub peer_source_address: Option<std::net::IpAddr>,
     /// Breaks linearizable reads on purpose (they skip the read index), so tests can
     /// show that the linearizability checker catches stale reads. Never for use.
     pub unsafe_skip_read_index: bool,

@@ -190,7 +190,7 @@ pub async fn run(
     let client_listeners = bind(&config.listen_client).await?;
     let peer_listeners = bind(&config.listen_peer).await?;
 
-    let peers = PeerClients::default();
+    let peers = PeerClients::new(config.peer_source_address);
     let state_machine = StateMachine::new(
         db.clone(),
         DEFAULT_GROUP,

@@ -39,6 +39,7 @@ async fn client_loop(
     seed: u64,
     endpoints: Vec<String>,
     start: Instant,
+    run_time: Duration,
     history: Arc<Mutex<Vec<Event>>>,
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -48,7 +49,7 @@ async fn client_loop(
     let mut last_seen: Vec<Option<String>> = vec![None; KEYS.len()];
     let micros =
         |instant: Instant| u64::try_from(instant.duration_since(start).as_micros()).unwrap();
-    while start.elapsed() < RUN_TIME {
+    while start.elapsed() < run_time {
         if client.is_none() {
             client = connect_to(&endpoints[endpoint]).await;
             if client.is_none() {
@@ -119,14 +120,24 @@ async fn client_loop(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kv_history_is_linearizable_across_crash_and_pause() {
+/// The seed of a run: `SYNOD_TEST_SEED` to replay one, else a fresh one (printed).
+fn seed() -> u64 {
     let seed: u64 = std::env::var("SYNOD_TEST_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())
         .unwrap_or_else(|| rand::rng().random());
     println!("seed {seed} (replay with SYNOD_TEST_SEED={seed})");
-    let mut cluster = Cluster::start(3, &[]).await;
+    seed
+}
+
+/// Runs the clients against `cluster` for `run_time` while `faults` plays out, then
+/// checks the history.
+async fn check_workload(
+    endpoints: Vec<String>,
+    run_time: Duration,
+    faults: impl std::future::Future<Output = ()>,
+) {
+    let seed = seed();
     let history = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
@@ -134,23 +145,13 @@ async fn kv_history_is_linearizable_across_crash_and_pause() {
         clients.spawn(client_loop(
             id,
             seed.wrapping_add(id as u64),
-            cluster.endpoints(),
+            endpoints.clone(),
             start,
+            run_time,
             history.clone(),
         ));
     }
-
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let leader = cluster.leader().await;
-    cluster.kill(leader);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.spawn(leader);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let follower = cluster.follower().await;
-    cluster.signal(follower, Signal::SIGSTOP);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    cluster.signal(follower, Signal::SIGCONT);
-
+    faults.await;
     while let Some(result) = clients.join_next().await {
         result.expect("client task");
     }
@@ -169,6 +170,58 @@ async fn kv_history_is_linearizable_across_crash_and_pause() {
         history.len(),
         checking.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_history_is_linearizable_across_crash_and_pause() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let endpoints = cluster.endpoints();
+    let leader = cluster.leader().await;
+    let follower = cluster.follower().await;
+    let faults = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.kill(leader);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.spawn(leader);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.signal(follower, Signal::SIGSTOP);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cluster.signal(follower, Signal::SIGCONT);
+    };
+    check_workload(endpoints, RUN_TIME, faults).await;
+}
+
+/// Partitions through the peer proxy on a 5-member cluster: the leader isolated,
+/// a 2/3 split, and one-way loss from the leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_history_is_linearizable_across_partitions() {
+    let cluster = Cluster::start_behind_proxy(5, &[]).await;
+    let endpoints = cluster.endpoints();
+    let faults = async {
+        let everyone: Vec<usize> = (0..5).collect();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let leader = cluster.leader().await;
+        let others: Vec<usize> = everyone
+            .iter()
+            .copied()
+            .filter(|index| *index != leader)
+            .collect();
+        cluster.proxy().partition(&[leader], &others);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.proxy().heal();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        cluster.proxy().partition(&[0, 1], &[2, 3, 4]);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        cluster.proxy().heal();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let leader = cluster.leader().await;
+        for other in everyone.iter().filter(|index| **index != leader) {
+            cluster.proxy().cut(leader, *other);
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        cluster.proxy().heal();
+    };
+    check_workload(endpoints, Duration::from_secs(10), faults).await;
 }
 
 /// Rounds of "pause a follower, write through the leader, read through the paused

@@ -29,6 +29,7 @@ use crate::limits::{PEER_MESSAGE_BYTES_MAX, PEER_RPC_TIMEOUT};
 #[derive(Clone, Default)]
 pub struct PeerClients {
     clients: Arc<Mutex<HashMap<String, RaftPeerClient<Channel>>>>,
+    source_address: Option<std::net::IpAddr>,
 }
 
 /// A peer could not be reached at all.
@@ -40,6 +41,14 @@ pub struct PeerUrlError {
 }
 
 impl PeerClients {
+    /// Clients whose connections leave from `source_address` (any, if `None`).
+    pub fn new(source_address: Option<std::net::IpAddr>) -> Self {
+        Self {
+            clients: Arc::default(),
+            source_address,
+        }
+    }
+
     /// The client for the member `node`, connecting on first use.
     pub fn for_node(&self, node: &MemberNode) -> Result<RaftPeerClient<Channel>, PeerUrlError> {
         let url = node.peer_urls.first().ok_or_else(|| PeerUrlError {
@@ -66,7 +75,8 @@ impl PeerClients {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5));
+            .keep_alive_timeout(Duration::from_secs(5))
+            .local_address(self.source_address);
         let client = RaftPeerClient::new(endpoint.connect_lazy())
             .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
             .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX);

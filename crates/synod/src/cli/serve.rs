@@ -105,6 +105,10 @@ pub struct ServeFlags {
     )]
     experimental_watch_progress_notify_interval: Duration,
 
+    /// Local IP address to send peer traffic from (default: chosen by the system).
+    #[arg(long, env = "SYNOD_PEER_SOURCE_ADDRESS")]
+    peer_source_address: Option<std::net::IpAddr>,
+
     /// Testing only: make linearizable reads skip the read index, which breaks
     /// linearizability on purpose so tests can show their checker catches it.
     #[arg(long, hide = true)]
@@ -157,6 +161,7 @@ impl ServeFlags {
             election_timeout: Duration::from_millis(self.election_timeout),
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             unsafe_skip_read_index: self.unsafe_skip_read_index,
+            peer_source_address: self.peer_source_address,
             limits: Limits {
                 request_bytes_max: self.max_request_bytes,
                 txn_ops_max: self.max_txn_ops,

@@ -6,6 +6,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod proxy;
+
 use std::fs::File;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -36,8 +38,12 @@ pub struct Member {
     pub name: String,
     /// Client port.
     pub client_port: u16,
-    /// Peer port.
+    /// Peer port, as advertised to the other members.
     pub peer_port: u16,
+    /// Peer port the member listens on: the advertised one, or behind the proxy.
+    pub peer_listen_port: u16,
+    /// Address the member sends peer traffic from, when behind the proxy.
+    pub peer_source: Option<std::net::IpAddr>,
     /// Data dir.
     pub data_dir: PathBuf,
     /// Log file (stdout and stderr).
@@ -83,6 +89,8 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// The members, in `--initial-cluster` order.
     pub members: Vec<Member>,
+    /// The peer-traffic proxy, for clusters started with [`Cluster::start_behind_proxy`].
+    pub proxy: Option<proxy::PeerProxy>,
     extra_args: Vec<String>,
 }
 
@@ -107,6 +115,8 @@ impl Cluster {
                     name,
                     client_port: free_port(),
                     peer_port: free_port(),
+                    peer_listen_port: 0,
+                    peer_source: None,
                     joins_existing: false,
                     removed: false,
                     child: None,
@@ -116,6 +126,7 @@ impl Cluster {
         let mut cluster = Cluster {
             dir,
             members,
+            proxy: None,
             extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
         };
         for index in 0..size {
@@ -123,6 +134,55 @@ impl Cluster {
         }
         cluster.wait_ready().await;
         cluster
+    }
+
+    /// Starts `size` members whose peer traffic goes through a [`proxy::PeerProxy`]
+    /// the test controls, and waits for a leader.
+    pub async fn start_behind_proxy(size: usize, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("synod-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut listeners = Vec::new();
+        let mut targets = Vec::new();
+        let members = (0..size)
+            .map(|index| {
+                let name = format!("m{index}");
+                let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy port");
+                let peer_port = listener.local_addr().expect("proxy addr").port();
+                listeners.push(listener);
+                let peer_listen_port = free_port();
+                targets.push(peer_listen_port);
+                Member {
+                    data_dir: dir.path().join(&name),
+                    log: dir.path().join(format!("{name}.log")),
+                    name,
+                    client_port: free_port(),
+                    peer_port,
+                    peer_listen_port,
+                    peer_source: Some(proxy::member_source_address(index)),
+                    joins_existing: false,
+                    removed: false,
+                    child: None,
+                }
+            })
+            .collect();
+        let mut cluster = Cluster {
+            dir,
+            members,
+            proxy: Some(proxy::PeerProxy::start(listeners, targets)),
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+        };
+        for index in 0..size {
+            cluster.spawn(index);
+        }
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    /// The peer-traffic proxy (for clusters started behind one).
+    pub fn proxy(&self) -> &proxy::PeerProxy {
+        self.proxy.as_ref().expect("cluster started behind a proxy")
     }
 
     /// The cluster's temporary directory.
@@ -141,6 +201,8 @@ impl Cluster {
             name,
             client_port: free_port(),
             peer_port: free_port(),
+            peer_listen_port: 0,
+            peer_source: None,
             joins_existing: true,
             removed: false,
             child: None,
@@ -177,7 +239,14 @@ impl Cluster {
             "--advertise-client-urls".into(),
             member.url(),
             "--listen-peer-urls".into(),
-            member.peer_url(),
+            format!(
+                "http://127.0.0.1:{}",
+                if member.peer_listen_port == 0 {
+                    member.peer_port
+                } else {
+                    member.peer_listen_port
+                }
+            ),
             "--initial-advertise-peer-urls".into(),
             member.peer_url(),
             "--initial-cluster".into(),
@@ -189,6 +258,9 @@ impl Cluster {
         ];
         if member.joins_existing {
             args.extend(["--initial-cluster-state".into(), "existing".into()]);
+        }
+        if let Some(source) = member.peer_source {
+            args.extend(["--peer-source-address".into(), source.to_string()]);
         }
         args.extend(self.extra_args.iter().cloned());
         args

@@ -1,0 +1,132 @@
+//! Network partitions through the peer-traffic proxy: a leader cut off from the
+//! others must not answer linearizable reads or acknowledge writes, while the
+//! majority elects a new leader and goes on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{connect, Cluster};
+use etcd_client::{Client, ConnectOptions, GetOptions};
+
+async fn patient(endpoint: String) -> Client {
+    Client::connect(
+        [endpoint],
+        Some(
+            ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(12)),
+        ),
+    )
+    .await
+    .expect("connect")
+}
+
+/// Waits until the members in `group` agree on a leader among themselves.
+async fn leader_among(cluster: &Cluster, group: &[usize]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut leaders = Vec::new();
+        let mut ids = Vec::new();
+        for index in group {
+            if let Some((id, leader, _)) = cluster.status(*index).await {
+                ids.push((*index, id));
+                leaders.push(leader);
+            }
+        }
+        if leaders.len() == group.len() && leaders.windows(2).all(|pair| pair[0] == pair[1]) {
+            if let Some((index, _)) = ids.iter().find(|(_, id)| *id == leaders[0]) {
+                return *index;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the majority never elected a leader"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_leader_serves_no_stale_data() {
+    let cluster = Cluster::start_behind_proxy(3, &[]).await;
+    let old_leader = cluster.leader().await;
+    let others: Vec<usize> = (0..3).filter(|index| *index != old_leader).collect();
+    let mut through_old = patient(cluster.members[old_leader].endpoint()).await;
+    through_old
+        .put("p/key", "before", None)
+        .await
+        .expect("put before the partition");
+
+    cluster.proxy().partition(&[old_leader], &others);
+    let new_leader = leader_among(&cluster, &others).await;
+    let mut through_new = connect(&[cluster.members[new_leader].endpoint()]).await;
+    through_new
+        .put("p/key", "after", None)
+        .await
+        .expect("the majority takes writes");
+
+    // The old leader cannot know about "after": it must refuse rather than answer
+    // "before" to a linearizable read, and it must not acknowledge a write.
+    match through_old.get("p/key", None).await {
+        Err(_) => {}
+        Ok(response) => panic!(
+            "the isolated old leader answered a linearizable read: {:?}",
+            response
+                .kvs()
+                .first()
+                .map(|kv| kv.value_str().unwrap().to_string())
+        ),
+    }
+    assert!(
+        through_old.put("p/lost", "x", None).await.is_err(),
+        "the isolated old leader acknowledged a write"
+    );
+    // A serializable read is allowed to be stale, and is.
+    let stale = through_old
+        .get("p/key", Some(GetOptions::new().with_serializable()))
+        .await
+        .expect("serializable read");
+    assert_eq!(stale.kvs()[0].value(), b"before");
+
+    cluster.proxy().heal();
+    cluster.wait_ready().await;
+    let mut healed = connect(&[cluster.members[old_leader].endpoint()]).await;
+    let response = healed.get("p/key", None).await.expect("read after healing");
+    assert_eq!(response.kvs()[0].value(), b"after");
+    let lost = healed
+        .get("p/lost", None)
+        .await
+        .expect("read after healing");
+    assert!(
+        lost.kvs().is_empty(),
+        "the unacknowledged write was applied"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_way_loss_from_the_leader_moves_leadership() {
+    let cluster = Cluster::start_behind_proxy(3, &[]).await;
+    let old_leader = cluster.leader().await;
+    let others: Vec<usize> = (0..3).filter(|index| *index != old_leader).collect();
+    // The leader can still hear the others but cannot reach them.
+    for other in &others {
+        cluster.proxy().cut(old_leader, *other);
+    }
+    let new_leader = leader_among(&cluster, &others).await;
+    assert_ne!(new_leader, old_leader);
+    let mut client = connect(&[cluster.members[new_leader].endpoint()]).await;
+    client
+        .put("p/one-way", "ok", None)
+        .await
+        .expect("write after one-way loss");
+    cluster.proxy().heal();
+    cluster.wait_ready().await;
+    let mut old = connect(&[cluster.members[old_leader].endpoint()]).await;
+    assert_eq!(
+        old.get("p/one-way", None).await.expect("read").kvs()[0].value(),
+        b"ok"
+    );
+}
