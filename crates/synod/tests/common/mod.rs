@@ -22,14 +22,25 @@ use nix::unistd::Pid;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reserves a free loopback port. The listener is dropped at once, so the port is
-/// only very likely (not certain) to stay free; ports are taken from the kernel's
-/// ephemeral range, which makes collisions between tests rare.
+/// only very likely (not certain) to stay free. The kernel may hand the same port
+/// out again once it is released, so ports already given to this test process are
+/// never returned twice.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind an ephemeral port")
+            .local_addr()
+            .expect("local addr")
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// One member of a test cluster.
