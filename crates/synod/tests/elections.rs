@@ -5,13 +5,11 @@ mod common;
 // candidates on three members, observers on every member, leadership passed on by
 // resignation and by lease expiry, proclamations, and etcd's election errors.
 
-use std::fmt::Debug;
-use std::panic::Location;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{finish_checks, soft_fail, Cluster};
+use common::{expect_error, finish_checks, mismatch, must, Cluster};
 use etcd_client::{
     CampaignResponse, Client, ConnectOptions, Error, LeaderKey, ProclaimOptions, ResignOptions,
 };
@@ -21,41 +19,6 @@ use tonic::Code;
 const NAME: &str = "elect-test";
 const NOT_LEADER: &str = "election: not leader";
 const NO_LEADER: &str = "election: no leader";
-
-/// Records a mismatch at the caller's line and goes on.
-#[track_caller]
-fn mismatch(message: String) {
-    let caller = Location::caller();
-    soft_fail(format!("{}:{}: {message}", caller.file(), caller.line()));
-}
-
-/// Unwraps a result that must succeed (what follows depends on it).
-#[track_caller]
-fn must<T>(what: &str, result: Result<T, Error>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(error) => panic!("{what}: unexpected error {error}"),
-    }
-}
-
-/// Checks that `result` is the gRPC error `code` with exactly `message`.
-#[track_caller]
-fn expect_error<T: Debug>(what: &str, result: Result<T, Error>, code: Code, message: &str) {
-    match result {
-        Err(Error::GRpcStatus(status)) if status.code() == code && status.message() == message => {}
-        Err(Error::GRpcStatus(status)) => mismatch(format!(
-            "{what}: got status {:?} {:?}, want {code:?} {message:?}",
-            status.code(),
-            status.message()
-        )),
-        Err(other) => mismatch(format!(
-            "{what}: got error {other}, want {code:?} {message:?}"
-        )),
-        Ok(value) => mismatch(format!(
-            "{what}: succeeded ({value:?}), want {code:?} {message:?}"
-        )),
-    }
-}
 
 /// A client of one member whose requests may block for a minute (a campaign waits
 /// for its turn).

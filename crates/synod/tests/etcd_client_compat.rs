@@ -6,13 +6,10 @@ mod common;
 // option semantics, compare semantics, error codes and messages, revisions. Mismatches
 // are collected (soft checks) and reported together at the end of each test.
 
-use std::fmt::Debug;
-use std::panic::Location;
-
-use common::{finish_checks, soft_fail, Cluster};
+use common::{expect_error, finish_checks, mismatch, must, Cluster};
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, Error, GetOptions, GetResponse, KeyValue,
-    PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, GetResponse, KeyValue, PutOptions,
+    SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, TxnResponse,
 };
 use tonic::Code;
 
@@ -62,51 +59,6 @@ fn keys(response: &GetResponse) -> Vec<String> {
         .iter()
         .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
         .collect()
-}
-
-/// Records a mismatch at the caller's line.
-#[track_caller]
-fn mismatch(message: String) {
-    let caller = Location::caller();
-    soft_fail(format!("{}:{}: {message}", caller.file(), caller.line()));
-}
-
-/// Unwraps a result that must succeed (a failure stops the test: what follows depends
-/// on it).
-#[track_caller]
-fn must<T>(what: &str, result: Result<T, Error>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(error) => panic!("{what}: unexpected error {error}"),
-    }
-}
-
-/// Checks that `result` is the gRPC error `code` with exactly `message`.
-#[track_caller]
-fn expect_error<T: Debug>(what: &str, result: Result<T, Error>, code: Code, message: &str) {
-    match result {
-        Err(Error::GRpcStatus(status)) if status.code() == code && status.message() == message => {}
-        Err(Error::GRpcStatus(status)) => mismatch(format!(
-            "{what}: got status {:?} {:?}, want {code:?} {message:?}",
-            status.code(),
-            status.message()
-        )),
-        Err(other) => mismatch(format!(
-            "{what}: got error {other}, want {code:?} {message:?}"
-        )),
-        Ok(value) => mismatch(format!(
-            "{what}: succeeded ({}), want {code:?} {message:?}",
-            truncate(&format!("{value:?}"))
-        )),
-    }
-}
-
-fn truncate(text: &str) -> String {
-    if text.len() > 600 {
-        format!("{}...", &text[..600])
-    } else {
-        text.to_string()
-    }
 }
 
 /// The store as the follower sees it: its revision and every key-value.

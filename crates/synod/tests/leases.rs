@@ -8,13 +8,11 @@ mod common;
 // Expected behaviour is etcd 3.4's.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
-use std::panic::Location;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{finish_checks, soft_fail, Cluster};
+use common::{expect_error, finish_checks, mismatch, must, Cluster};
 use etcd_client::{
     Client, ConnectOptions, Error, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions,
     PutOptions,
@@ -25,41 +23,6 @@ use tonic::Code;
 const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 const LEASE_EXISTS: &str = "etcdserver: lease already exists";
 const TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
-
-/// Records a mismatch at the caller's line and goes on.
-#[track_caller]
-fn mismatch(message: String) {
-    let caller = Location::caller();
-    soft_fail(format!("{}:{}: {message}", caller.file(), caller.line()));
-}
-
-/// Unwraps a result that must succeed (what follows depends on it).
-#[track_caller]
-fn must<T>(what: &str, result: Result<T, Error>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(error) => panic!("{what}: unexpected error {error}"),
-    }
-}
-
-/// Checks that `result` is the gRPC error `code` with exactly `message`.
-#[track_caller]
-fn expect_error<T: Debug>(what: &str, result: Result<T, Error>, code: Code, message: &str) {
-    match result {
-        Err(Error::GRpcStatus(status)) if status.code() == code && status.message() == message => {}
-        Err(Error::GRpcStatus(status)) => mismatch(format!(
-            "{what}: got status {:?} {:?}, want {code:?} {message:?}",
-            status.code(),
-            status.message()
-        )),
-        Err(other) => mismatch(format!(
-            "{what}: got error {other}, want {code:?} {message:?}"
-        )),
-        Ok(value) => mismatch(format!(
-            "{what}: succeeded ({value:?}), want {code:?} {message:?}"
-        )),
-    }
-}
 
 /// The current revision, read linearizably.
 async fn revision(client: &mut Client) -> i64 {

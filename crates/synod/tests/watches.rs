@@ -13,10 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{finish_checks, soft_fail, Cluster};
+use common::{finish_checks, mismatch, must, Cluster};
 use etcd_client::{
-    Client, ConnectOptions, Error, EventType, GetOptions, WatchFilterType, WatchOptions,
-    WatchResponse, WatchStream,
+    Client, ConnectOptions, EventType, GetOptions, WatchFilterType, WatchOptions, WatchResponse,
+    WatchStream,
 };
 use tokio::task::JoinSet;
 
@@ -56,22 +56,6 @@ fn events_of(response: &WatchResponse) -> Vec<Ev> {
 
 fn header_revision(response: &WatchResponse) -> i64 {
     response.header().map_or(0, |header| header.revision())
-}
-
-/// Records a mismatch at the caller's line and goes on.
-#[track_caller]
-fn mismatch(message: String) {
-    let caller = Location::caller();
-    soft_fail(format!("{}:{}: {message}", caller.file(), caller.line()));
-}
-
-/// Unwraps a result that must succeed (what follows depends on it).
-#[track_caller]
-fn must<T>(what: &str, result: Result<T, Error>) -> T {
-    match result {
-        Ok(value) => value,
-        Err(error) => panic!("{what}: unexpected error {error}"),
-    }
 }
 
 /// The next response on `stream`, within `within`.

@@ -834,3 +834,54 @@ macro_rules! check {
         }
     }};
 }
+
+/// Records a mismatch at the caller's line.
+#[track_caller]
+pub fn mismatch(message: String) {
+    let caller = std::panic::Location::caller();
+    soft_fail(format!("{}:{}: {message}", caller.file(), caller.line()));
+}
+
+/// Unwraps a result that must succeed (a failure stops the test: what follows depends
+/// on it).
+#[track_caller]
+pub fn must<T>(what: &str, result: Result<T, etcd_client::Error>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(error) => panic!("{what}: unexpected error {error}"),
+    }
+}
+
+/// Checks that `result` is the gRPC error `code` with exactly `message`.
+#[track_caller]
+pub fn expect_error<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, etcd_client::Error>,
+    code: tonic::Code,
+    message: &str,
+) {
+    match result {
+        Err(etcd_client::Error::GRpcStatus(status))
+            if status.code() == code && status.message() == message => {}
+        Err(etcd_client::Error::GRpcStatus(status)) => mismatch(format!(
+            "{what}: got status {:?} {:?}, want {code:?} {message:?}",
+            status.code(),
+            status.message()
+        )),
+        Err(other) => mismatch(format!(
+            "{what}: got error {other}, want {code:?} {message:?}"
+        )),
+        Ok(value) => mismatch(format!(
+            "{what}: succeeded ({}), want {code:?} {message:?}",
+            truncate(&format!("{value:?}"))
+        )),
+    }
+}
+
+pub fn truncate(text: &str) -> String {
+    if text.len() > 600 {
+        format!("{}...", &text[..600])
+    } else {
+        text.to_string()
+    }
+}
