@@ -13,7 +13,9 @@ use common::Cluster;
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, Txn, TxnOp};
 use nix::sys::signal::Signal;
 use rand::{Rng, SeedableRng};
-use synod_check::{check_linearizable, Event, Operation, Outcome};
+use synod_check::{
+    check_linearizable, check_revisions_monotonic, Event, Operation, Outcome, RevisionObservation,
+};
 
 const KEYS: [&str; 3] = ["lin/a", "lin/b", "lin/c"];
 const CLIENTS: usize = 8;
@@ -41,6 +43,7 @@ async fn client_loop(
     start: Instant,
     run_time: Duration,
     history: Arc<Mutex<Vec<Event>>>,
+    revisions: Arc<Mutex<Vec<RevisionObservation>>>,
 ) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut endpoint = id % endpoints.len();
@@ -65,10 +68,12 @@ async fn client_loop(
         sequence += 1;
         let value = format!("c{id}-{sequence}");
         let call = Instant::now();
+        let mut revision = None;
         let (operation, outcome) = if choice < 4 {
             let result = connected.get(key, None).await;
             match result {
                 Ok(response) => {
+                    revision = response.header().map(|header| header.revision());
                     let seen = response
                         .kvs()
                         .first()
@@ -81,7 +86,10 @@ async fn client_loop(
             }
         } else if choice < 7 {
             match connected.put(key, value.clone(), None).await {
-                Ok(_) => (Operation::Put(value), Outcome::Done),
+                Ok(response) => {
+                    revision = response.header().map(|header| header.revision());
+                    (Operation::Put(value), Outcome::Done)
+                }
                 Err(_) => (Operation::Put(value), Outcome::Unknown),
             }
         } else {
@@ -98,7 +106,10 @@ async fn client_loop(
                 new: value,
             };
             match connected.txn(txn).await {
-                Ok(response) => (operation, Outcome::Swapped(response.succeeded())),
+                Ok(response) => {
+                    revision = response.header().map(|header| header.revision());
+                    (operation, Outcome::Swapped(response.succeeded()))
+                }
                 Err(_) => (operation, Outcome::Unknown),
             }
         };
@@ -109,6 +120,13 @@ async fn client_loop(
             if operation == Operation::Get {
                 continue;
             }
+        }
+        if let Some(revision) = revision {
+            revisions.lock().unwrap().push(RevisionObservation {
+                call: micros(call),
+                ret: micros(ret),
+                revision,
+            });
         }
         history.lock().unwrap().push(Event {
             key: key.to_string(),
@@ -139,6 +157,7 @@ async fn check_workload(
 ) {
     let seed = seed();
     let history = Arc::new(Mutex::new(Vec::new()));
+    let revisions = Arc::new(Mutex::new(Vec::new()));
     let start = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for id in 0..CLIENTS {
@@ -149,6 +168,7 @@ async fn check_workload(
             start,
             run_time,
             history.clone(),
+            revisions.clone(),
         ));
     }
     faults.await;
@@ -164,6 +184,9 @@ async fn check_workload(
     let checking = Instant::now();
     if let Err(violation) = check_linearizable(&history) {
         panic!("seed {seed}: {violation}");
+    }
+    if let Err(regression) = check_revisions_monotonic(&revisions.lock().unwrap()) {
+        panic!("seed {seed}: the store's revision went backwards: {regression:?}");
     }
     println!(
         "{} operations ({answered} answered) linearizable; checked in {:?}",
@@ -226,7 +249,9 @@ async fn kv_history_is_linearizable_across_partitions() {
 
 /// Rounds of "pause a follower, write through the leader, read through the paused
 /// follower, resume it" — the read is queued at the follower while it lags.
-async fn reads_from_a_lagging_follower(extra_args: &[&str]) -> Vec<Event> {
+async fn reads_from_a_lagging_follower(
+    extra_args: &[&str],
+) -> (Vec<Event>, Vec<RevisionObservation>) {
     let cluster = Cluster::start(3, extra_args).await;
     let leader = cluster.leader().await;
     let follower = cluster.follower().await;
@@ -236,20 +261,27 @@ async fn reads_from_a_lagging_follower(extra_args: &[&str]) -> Vec<Event> {
     let mut writer = cluster.client(leader).await;
     let reader = cluster.client(follower).await;
     let mut history = Vec::new();
+    let mut revisions = Vec::new();
     for round in 0..5 {
         cluster.signal(follower, Signal::SIGSTOP);
         for i in 0..5 {
             let value = format!("r{round}-{i}");
             let call = Instant::now();
-            writer
+            let written = writer
                 .put("lag/key", value.clone(), None)
                 .await
                 .expect("write through the leader");
+            let ret = Instant::now();
+            revisions.push(RevisionObservation {
+                call: micros(call),
+                ret: micros(ret),
+                revision: written.header().expect("header").revision(),
+            });
             history.push(Event {
                 key: "lag/key".into(),
                 operation: Operation::Put(value),
                 call: micros(call),
-                ret: micros(Instant::now()),
+                ret: micros(ret),
                 outcome: Outcome::Done,
             });
         }
@@ -259,11 +291,17 @@ async fn reads_from_a_lagging_follower(extra_args: &[&str]) -> Vec<Event> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         cluster.signal(follower, Signal::SIGCONT);
         let response = read.await.unwrap().expect("read through the follower");
+        let ret = Instant::now();
+        revisions.push(RevisionObservation {
+            call: micros(call),
+            ret: micros(ret),
+            revision: response.header().expect("header").revision(),
+        });
         history.push(Event {
             key: "lag/key".into(),
             operation: Operation::Get,
             call: micros(call),
-            ret: micros(Instant::now()),
+            ret: micros(ret),
             outcome: Outcome::Value(
                 response
                     .kvs()
@@ -273,25 +311,32 @@ async fn reads_from_a_lagging_follower(extra_args: &[&str]) -> Vec<Event> {
         });
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    history
+    (history, revisions)
 }
 
 /// The checker is not vacuous: with reads that skip the read index (a test-only
 /// switch that breaks the contract), the lagging follower's stale reads are caught.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checker_catches_reads_without_read_index() {
-    let history = reads_from_a_lagging_follower(&["--unsafe-skip-read-index"]).await;
+    let (history, revisions) = reads_from_a_lagging_follower(&["--unsafe-skip-read-index"]).await;
     assert!(
         check_linearizable(&history).is_err(),
         "stale follower reads went unnoticed: {history:?}"
+    );
+    assert!(
+        check_revisions_monotonic(&revisions).is_err(),
+        "stale follower revisions went unnoticed: {revisions:?}"
     );
 }
 
 /// The same scenario with the read index: every read is linearizable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_follower_reads_stay_linearizable() {
-    let history = reads_from_a_lagging_follower(&[]).await;
+    let (history, revisions) = reads_from_a_lagging_follower(&[]).await;
     if let Err(violation) = check_linearizable(&history) {
         panic!("{violation}");
+    }
+    if let Err(regression) = check_revisions_monotonic(&revisions) {
+        panic!("the store's revision went backwards: {regression:?}");
     }
 }
