@@ -105,36 +105,6 @@ async fn read_all(cluster: &Cluster, index: usize, prefix: &str) -> BTreeMap<Str
         .collect()
 }
 
-/// Waits until every running member has applied `revision`, then checks that their
-/// stores hash the same up to it.
-async fn assert_replicas_agree(cluster: &Cluster, revision: i64) {
-    let mut hashes = Vec::new();
-    for index in 0..cluster.members.len() {
-        if !cluster.members[index].is_running() {
-            continue;
-        }
-        let client = cluster.client(index).await;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let hash = loop {
-            match client.maintenance_client().hash_kv(revision).await {
-                Ok(response) => break response.hash(),
-                Err(error) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "member {index} never reached revision {revision}: {error}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        hashes.push((index, hash));
-    }
-    assert!(
-        hashes.windows(2).all(|pair| pair[0].1 == pair[1].1),
-        "replicas disagree at revision {revision}: {hashes:?}"
-    );
-}
-
 fn assert_all_present(
     acknowledged: &[(String, String)],
     stored: &BTreeMap<String, String>,
@@ -208,7 +178,7 @@ async fn writes_through_any_member_are_read_through_every_member() {
         .header()
         .expect("header")
         .revision();
-    assert_replicas_agree(&cluster, revision).await;
+    cluster.assert_replicas_agree(revision).await;
     for index in 0..3 {
         assert!(
             cluster.terminate(index),
@@ -362,6 +332,6 @@ async fn lagging_follower_catches_up_by_snapshot() {
         .header()
         .expect("header")
         .revision();
-    assert_replicas_agree(&cluster, revision).await;
-    assert_replicas_agree(&cluster, revision / 2).await;
+    cluster.assert_replicas_agree(revision).await;
+    cluster.assert_replicas_agree(revision / 2).await;
 }

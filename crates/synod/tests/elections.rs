@@ -9,31 +9,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{expect_error, finish_checks, mismatch, must, Cluster};
-use etcd_client::{
-    CampaignResponse, Client, ConnectOptions, Error, LeaderKey, ProclaimOptions, ResignOptions,
-};
+use common::{expect_error, finish_checks, mismatch, must, patient_client, Cluster};
+use etcd_client::{CampaignResponse, Client, Error, LeaderKey, ProclaimOptions, ResignOptions};
 use tokio::task::JoinHandle;
 use tonic::Code;
+
+/// How long a request may wait its turn (a lock or a campaign).
+const PATIENCE: Duration = Duration::from_secs(60);
 
 const NAME: &str = "elect-test";
 const NOT_LEADER: &str = "election: not leader";
 const NO_LEADER: &str = "election: no leader";
-
-/// A client of one member whose requests may block for a minute (a campaign waits
-/// for its turn).
-async fn patient_client(endpoint: &str) -> Client {
-    Client::connect(
-        [endpoint],
-        Some(
-            ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(2))
-                .with_timeout(Duration::from_secs(60)),
-        ),
-    )
-    .await
-    .expect("connect")
-}
 
 /// A candidate: its client, its lease and the task keeping that lease alive.
 struct Candidate {
@@ -46,7 +32,7 @@ struct Candidate {
 
 impl Candidate {
     async fn new(endpoint: &str, value: &'static str, ttl: i64) -> Candidate {
-        let mut client = patient_client(endpoint).await;
+        let mut client = patient_client(endpoint, PATIENCE).await;
         let lease = must("grant", client.lease_grant(ttl, None).await).id();
         let alive = Arc::new(AtomicBool::new(true));
         let keeper = {

@@ -9,8 +9,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{run_command, synod_binary, Cluster, CmdOutput};
-use etcd_client::{Client, ConnectOptions, LockOptions, LockResponse};
+use common::{patient_client, run_command, synod_binary, Cluster, CmdOutput};
+use etcd_client::{Client, LockOptions, LockResponse};
 use tokio::task::JoinHandle;
 
 fn describe(out: &CmdOutput) -> String {
@@ -20,20 +20,8 @@ fn describe(out: &CmdOutput) -> String {
     )
 }
 
-/// A client of one member whose requests may wait for a minute (a lock waits for
-/// its turn).
-async fn patient_client(endpoint: &str) -> Client {
-    Client::connect(
-        [endpoint],
-        Some(
-            ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(2))
-                .with_timeout(Duration::from_secs(60)),
-        ),
-    )
-    .await
-    .expect("connect")
-}
+/// How long a request may wait its turn (a lock or a campaign).
+const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The create revision of `key` (its fencing token), or None if it is gone.
 async fn create_revision(client: &mut Client, key: &[u8]) -> Option<i64> {
@@ -59,8 +47,8 @@ async fn lock_service_queue_tokens_and_expiry() {
     let cluster = Cluster::start(3, &[]).await;
     let follower = cluster.follower().await;
     let leader = cluster.leader().await;
-    let mut client = patient_client(&cluster.members[follower].endpoint()).await;
-    let other = patient_client(&cluster.members[leader].endpoint()).await;
+    let mut client = patient_client(&cluster.members[follower].endpoint(), PATIENCE).await;
+    let other = patient_client(&cluster.members[leader].endpoint(), PATIENCE).await;
 
     // The first contender gets the lock at once, under `name/<lease in hex>`.
     let first_lease = client.lease_grant(30, None).await.expect("grant").id();

@@ -181,7 +181,6 @@ async fn cluster_grows_to_five_and_shrinks_to_three_under_load() {
         .header()
         .expect("header")
         .revision();
-    let mut hashes = Vec::new();
     for index in &remaining {
         let mut client = cluster.client(*index).await;
         let stored: BTreeMap<String, String> = client
@@ -205,23 +204,6 @@ async fn cluster_grows_to_five_and_shrinks_to_three_under_load() {
             missing, 0,
             "member {index} lacks {missing} acknowledged writes"
         );
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let hash = loop {
-            match client.maintenance_client().hash_kv(revision).await {
-                Ok(response) => break response.hash(),
-                Err(error) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "member {index} never reached {revision}: {error}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        };
-        hashes.push(hash);
     }
-    assert!(
-        hashes.windows(2).all(|pair| pair[0] == pair[1]),
-        "replicas disagree: {hashes:?}"
-    );
+    cluster.assert_replicas_agree(revision).await;
 }

@@ -8,21 +8,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, Cluster};
-use etcd_client::{Client, ConnectOptions, GetOptions};
-
-async fn patient(endpoint: String) -> Client {
-    Client::connect(
-        [endpoint],
-        Some(
-            ConnectOptions::new()
-                .with_connect_timeout(Duration::from_secs(2))
-                .with_timeout(Duration::from_secs(12)),
-        ),
-    )
-    .await
-    .expect("connect")
-}
+use common::{connect, patient_client, Cluster};
+use etcd_client::GetOptions;
 
 /// Waits until the members in `group` agree on a leader among themselves.
 async fn leader_among(cluster: &Cluster, group: &[usize]) -> usize {
@@ -54,7 +41,11 @@ async fn isolated_leader_serves_no_stale_data() {
     let cluster = Cluster::start_behind_proxy(3, &[]).await;
     let old_leader = cluster.leader().await;
     let others: Vec<usize> = (0..3).filter(|index| *index != old_leader).collect();
-    let mut through_old = patient(cluster.members[old_leader].endpoint()).await;
+    let mut through_old = patient_client(
+        &cluster.members[old_leader].endpoint(),
+        Duration::from_secs(12),
+    )
+    .await;
     through_old
         .put("p/key", "before", None)
         .await

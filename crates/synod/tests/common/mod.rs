@@ -885,3 +885,53 @@ pub fn truncate(text: &str) -> String {
         text.to_string()
     }
 }
+
+/// A client of one member whose requests may wait up to `timeout` (a lock or a
+/// campaign waits for its turn; a partitioned member may answer only by timing out).
+pub async fn patient_client(endpoint: &str, timeout: Duration) -> Client {
+    Client::connect(
+        [endpoint],
+        Some(
+            ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(timeout),
+        ),
+    )
+    .await
+    .expect("connect")
+}
+
+impl Cluster {
+    /// The HashKV of member `index` at `revision`, waiting (bounded) until it has
+    /// applied that revision.
+    pub async fn hash_at(&self, index: usize, revision: i64) -> u32 {
+        let client = self.client(index).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match client.maintenance_client().hash_kv(revision).await {
+                Ok(response) => return response.hash(),
+                Err(error) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "member {index} never reached revision {revision}: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Checks that every running member's store hashes the same up to `revision`.
+    pub async fn assert_replicas_agree(&self, revision: i64) {
+        let mut hashes = Vec::new();
+        for index in 0..self.members.len() {
+            if self.members[index].is_running() {
+                hashes.push((index, self.hash_at(index, revision).await));
+            }
+        }
+        assert!(
+            hashes.windows(2).all(|pair| pair[0].1 == pair[1].1),
+            "replicas disagree at revision {revision}: {hashes:?}"
+        );
+    }
+}
