@@ -76,8 +76,7 @@ impl StateMachine {
         self.applied.subscribe()
     }
 
-    fn publish(&self, leases_changed: bool) -> StoreResult<()> {
-        let (revision, compacted) = MvccReader::new(self.db.clone(), self.group).revisions()?;
+    fn publish(&self, revision: i64, compacted: i64, leases_changed: bool) {
         self.applied.send_modify(|applied| {
             applied.revision = revision;
             applied.compacted = compacted;
@@ -85,7 +84,6 @@ impl StateMachine {
                 applied.lease_changes += 1;
             }
         });
-        Ok(())
     }
 
     fn applied_state_sync(&self) -> StoreResult<(Option<LogId>, StoredMembership)> {
@@ -103,19 +101,25 @@ impl StateMachine {
     }
 }
 
-/// Applies `entries` in one transaction and returns one result per entry, and
-/// whether any of them granted or revoked a lease.
-fn apply_batch(
-    db: &Database,
-    group: GroupId,
-    entries: Vec<Entry>,
-) -> StoreResult<(Vec<CommandResult>, bool)> {
+/// What applying a batch produced: one result per entry, and the store's state
+/// after it, for [`StateMachine::publish`].
+struct AppliedBatch {
+    results: Vec<CommandResult>,
+    revision: i64,
+    compacted: i64,
+    leases_changed: bool,
+}
+
+/// Applies `entries` in one transaction.
+fn apply_batch(db: &Database, group: GroupId, entries: Vec<Entry>) -> StoreResult<AppliedBatch> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::None)?;
     let mut results = Vec::with_capacity(entries.len());
     let mut last_applied = None;
     let mut last_membership = None;
     let mut leases_changed = false;
+    let revision;
+    let compacted;
     {
         let mut writer = MvccWriter::open(&txn, group)?;
         for entry in entries {
@@ -138,6 +142,8 @@ fn apply_batch(
             }));
             last_applied = Some(entry.log_id);
         }
+        revision = writer.revision();
+        compacted = writer.compacted();
         writer.save(&txn)?;
     }
     {
@@ -156,7 +162,12 @@ fn apply_batch(
         }
     }
     txn.commit()?;
-    Ok((results, leases_changed))
+    Ok(AppliedBatch {
+        results,
+        revision,
+        compacted,
+        leases_changed,
+    })
 }
 
 fn apply_command(
@@ -257,14 +268,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let db = self.db.clone();
         let group = self.group;
-        let (results, leases_changed) =
-            tokio::task::spawn_blocking(move || apply_batch(&db, group, entries))
-                .await
-                .map_err(|error| StoreError::from(error).write_state_machine())?
-                .map_err(StoreError::write_state_machine)?;
-        self.publish(leases_changed)
-            .map_err(StoreError::read_state_machine)?;
-        Ok(results)
+        let batch = tokio::task::spawn_blocking(move || apply_batch(&db, group, entries))
+            .await
+            .map_err(|error| StoreError::from(error).write_state_machine())?
+            .map_err(StoreError::write_state_machine)?;
+        self.publish(batch.revision, batch.compacted, batch.leases_changed);
+        Ok(batch.results)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -305,7 +314,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Write))?
         .map_err(|error| error.snapshot(ErrorVerb::Write))?;
         tracing::info!(group, snapshot = %id, "installed snapshot from leader");
-        self.publish(true).map_err(StoreError::read_state_machine)
+        let (revision, compacted) = MvccReader::new(self.db.clone(), self.group)
+            .revisions()
+            .map_err(StoreError::read_state_machine)?;
+        self.publish(revision, compacted, true);
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
