@@ -5,14 +5,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use synod_proto::etcdserverpb::kv_client::KvClient;
 use synod_proto::etcdserverpb::lease_client::LeaseClient;
+use synod_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use synod_proto::etcdserverpb::request_op::Request as Op;
 use synod_proto::etcdserverpb::watch_client::WatchClient;
 use synod_proto::etcdserverpb::watch_request::RequestUnion;
 use synod_proto::etcdserverpb::{
     DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
     LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
-    PutRequest, RangeRequest, RangeResponse, RequestOp, TxnRequest, TxnResponse,
-    WatchCreateRequest, WatchRequest, WatchResponse,
+    PutRequest, RangeRequest, RangeResponse, RequestOp, SnapshotRequest, SnapshotResponse,
+    TxnRequest, TxnResponse, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use synod_proto::v3electionpb::election_client::ElectionClient;
 use synod_proto::v3electionpb::{
@@ -319,6 +320,17 @@ impl Client {
             _requests: sender,
             responses,
         })
+    }
+
+    /// Streams a consistent backup of the store from one member (pass a client
+    /// connected to a single endpoint to know which). The stream's blobs,
+    /// concatenated, are the backup file.
+    pub async fn snapshot(&self) -> Result<Streaming<SnapshotResponse>, ClientError> {
+        Ok(unary(|| {
+            let mut service = MaintenanceClient::new(self.channel.clone());
+            async move { service.snapshot(SnapshotRequest {}).await }
+        })
+        .await?)
     }
 
     fn election(&self) -> ElectionClient<Channel> {

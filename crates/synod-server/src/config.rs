@@ -54,6 +54,8 @@ pub struct ServerConfig {
     /// Local address outgoing peer connections are bound to (`--peer-source-address`),
     /// so a network (or a test's proxy) can tell members apart by source address.
     pub peer_source_address: Option<std::net::IpAddr>,
+    /// Bytes of page cache for the database (`--backend-cache-bytes`).
+    pub backend_cache_bytes: usize,
     /// Breaks linearizable reads on purpose (they skip the read index), so tests can
     /// show that the linearizability checker catches stale reads. Never for use.
     pub unsafe_skip_read_index: bool,

@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use redb::{Database, Durability, ReadableDatabase};
+use redb::Durability;
 use sha1::{Digest, Sha1};
 use synod_storage::tables::IDENTITY;
+use synod_storage::Store;
 use synod_storage::StoreError;
 
 /// A member's id: the first 8 bytes of SHA-1 over its sorted peer URLs and the
@@ -74,7 +75,7 @@ const CLUSTER_ID: &str = "cluster_id";
 const MEMBER_ID: &str = "member_id";
 
 /// The identity stored in `db`, if the data dir was used before.
-pub fn stored(db: &Database) -> Result<Option<Identity>, StoreError> {
+pub fn stored(db: &Store) -> Result<Option<Identity>, StoreError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(IDENTITY)?;
     let read = |name: &str| -> Result<Option<u64>, StoreError> {
@@ -104,7 +105,7 @@ pub fn stored(db: &Database) -> Result<Option<Identity>, StoreError> {
 /// cluster id is the one that counts (the membership, and with it the id the flags
 /// would give, may have changed since the cluster was created). Returns the
 /// identity in force.
-pub fn claim(db: &Arc<Database>, identity: Identity) -> Result<Identity, IdentityError> {
+pub fn claim(db: &Arc<Store>, identity: Identity) -> Result<Identity, IdentityError> {
     if let Some(stored) = stored(db)? {
         if stored.member_id != identity.member_id {
             return Err(IdentityError::Mismatch {

@@ -16,6 +16,10 @@ use crate::node::DEFAULT_GROUP;
 /// How long a joining member looks for a peer that answers.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long peers may answer without this member before it gives up: a follower
+/// asked right after MemberAdd may not have applied the change yet.
+const NOT_ADDED_GRACE: Duration = Duration::from_secs(5);
+
 /// Why a member could not join.
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -53,6 +57,7 @@ pub async fn discover(config: &ServerConfig) -> Result<Identity, JoinError> {
         .collect();
     let deadline = Instant::now() + JOIN_TIMEOUT;
     let mut last_error = String::from("no peer URL other than this member's own");
+    let mut not_added_since: Option<Instant> = None;
     loop {
         for url in &peer_urls {
             let connect = tokio::time::timeout(
@@ -87,17 +92,24 @@ pub async fn discover(config: &ServerConfig) -> Result<Identity, JoinError> {
                 urls.sort();
                 urls == own_urls
             });
-            return match me {
-                Some(member) => Ok(Identity {
-                    cluster_id: response.cluster_id,
-                    member_id: member.id,
-                }),
-                None => Err(JoinError::NotAdded {
-                    name: config.name.clone(),
-                    first_url: own_urls.first().cloned().unwrap_or_default(),
-                    peer_urls: own_urls,
-                }),
-            };
+            match me {
+                Some(member) => {
+                    return Ok(Identity {
+                        cluster_id: response.cluster_id,
+                        member_id: member.id,
+                    })
+                }
+                None => {
+                    not_added_since.get_or_insert_with(Instant::now);
+                }
+            }
+        }
+        if not_added_since.is_some_and(|since| since.elapsed() >= NOT_ADDED_GRACE) {
+            return Err(JoinError::NotAdded {
+                name: config.name.clone(),
+                first_url: own_urls.first().cloned().unwrap_or_default(),
+                peer_urls: own_urls,
+            });
         }
         if Instant::now() >= deadline {
             return Err(JoinError::Unreachable { last_error });

@@ -13,8 +13,11 @@ pub mod lease;
 pub mod limits;
 pub mod membership;
 pub mod node;
+pub mod proposal;
 pub mod raft;
+pub mod read_index;
 pub mod server;
+pub mod transfer;
 
 pub use config::{ClusterState, ServerConfig};
 pub use limits::Limits;

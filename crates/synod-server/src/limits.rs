@@ -13,6 +13,9 @@ pub struct Limits {
     /// election timeouts (rounded up to whole seconds), so a lease survives an
     /// election.
     pub lease_ttl_min_seconds: i64,
+    /// Largest the database file may grow through writes (`--quota-backend-bytes`)
+    /// before the NOSPACE alarm stops them; `None` when disabled.
+    pub backend_quota_bytes: Option<u64>,
 }
 
 impl Limits {
@@ -20,6 +23,15 @@ impl Limits {
     pub fn lease_ttl_min_for(election_timeout: Duration) -> i64 {
         let millis = election_timeout.as_millis().saturating_mul(3) / 2;
         i64::try_from(millis.div_ceil(1000)).unwrap_or(i64::MAX)
+    }
+
+    /// The quota `--quota-backend-bytes` asks for, read as etcd reads it: 0 means
+    /// the default, a negative value turns the quota off.
+    pub fn backend_quota_for(flag: i64) -> Option<u64> {
+        match flag {
+            0 => Some(DEFAULT_BACKEND_QUOTA_BYTES),
+            bytes => u64::try_from(bytes).ok(),
+        }
     }
 }
 
@@ -29,9 +41,17 @@ impl Default for Limits {
             request_bytes_max: 1536 * 1024,
             txn_ops_max: 128,
             lease_ttl_min_seconds: 2,
+            backend_quota_bytes: Some(DEFAULT_BACKEND_QUOTA_BYTES),
         }
     }
 }
+
+/// Page cache of the Raft log's database: replication reads recent entries, which
+/// are mostly still in memory.
+pub const LOG_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// etcd's default space quota: 2 GiB.
+pub const DEFAULT_BACKEND_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// Slack the gRPC layer allows above `request_bytes_max` before refusing a message
 /// outright; between the two, etcd's own "request is too large" answers.
@@ -54,6 +74,9 @@ pub const REPLICATION_ENTRIES_MAX: u64 = 64;
 
 /// Bytes of snapshot data in one install-snapshot message.
 pub const SNAPSHOT_CHUNK_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How long a stopping member lets open requests and streams finish.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a client request may wait for a leader, a commit or a read index.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(7);

@@ -38,6 +38,9 @@ pub enum MembershipError {
     /// Promote of a member that is already a voter.
     #[error("etcdserver: can only promote a learner member")]
     NotLearner,
+    /// Promote of a learner that has not caught up with the leader's log.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
     /// The cluster could not carry out the change in time.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -53,12 +56,18 @@ impl Node {
         let deadline = Instant::now() + REQUEST_TIMEOUT * 2;
         loop {
             match self.change_membership_local(&change).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.catch_up_after_change().await;
+                    return Ok(());
+                }
                 Err(LocalChange::Refused(error)) => return Err(error),
                 Err(LocalChange::Retry) => {}
                 Err(LocalChange::NotLeader(Some(leader))) => {
                     if let Some(outcome) = self.forward_membership(&leader, &change, deadline).await
                     {
+                        if outcome.is_ok() {
+                            self.catch_up_after_change().await;
+                        }
                         return outcome;
                     }
                 }
@@ -89,6 +98,9 @@ impl Node {
             }
             MembershipChange::Promote(id) if is_voter(&id) => {
                 return Err(LocalChange::Refused(MembershipError::NotLearner))
+            }
+            MembershipChange::Promote(id) if !self.learner_in_sync(id) => {
+                return Err(LocalChange::Refused(MembershipError::LearnerNotReady))
             }
             MembershipChange::Promote(id) => ChangeMembers::AddVoterIds(BTreeSet::from([id])),
             MembershipChange::Remove(id) if !is_member(&id) => {
@@ -136,6 +148,28 @@ impl Node {
         }
     }
 
+    /// Waits (briefly) until this member has applied the change too, so that the
+    /// member list it answers with shows it, as etcd's does. Best effort: a
+    /// member just removed may not get a read index any more.
+    async fn catch_up_after_change(&self) {
+        let _ = tokio::time::timeout(MEMBERSHIP_CATCH_UP, self.read_barrier()).await;
+    }
+
+    /// Whether learner `id` holds at least 90% of the leader's log, etcd's bar for
+    /// promotion. Only the leader knows; elsewhere the answer is yes and the leader
+    /// decides when the change reaches it.
+    fn learner_in_sync(&self, id: NodeId) -> bool {
+        let metrics = self.raft.metrics().borrow().clone();
+        let (Some(replication), Some(last)) = (&metrics.replication, metrics.last_log_index) else {
+            return true;
+        };
+        let matched = replication
+            .get(&id)
+            .and_then(|matched| matched.as_ref().map(|log_id| log_id.index))
+            .unwrap_or(0);
+        matched.saturating_mul(10) >= last.saturating_mul(9)
+    }
+
     /// Asks the leader to run `change`; `None` if it could not be reached or no
     /// longer leads (the change was not made).
     async fn forward_membership(
@@ -162,6 +196,9 @@ impl Node {
 
 /// Entries a learner may lag the leader's log by and still count as caught up.
 const CAUGHT_UP_LAG_ENTRIES: u64 = 64;
+
+/// How long a membership answer waits for this member to apply the change.
+const MEMBERSHIP_CATCH_UP: Duration = Duration::from_secs(2);
 
 /// How long an added voter has to catch up before it is left a learner.
 const PROMOTION_TIMEOUT: Duration = Duration::from_secs(300);

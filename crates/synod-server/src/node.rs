@@ -6,20 +6,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
 use openraft::Raft;
-use redb::Database;
 use synod_proto::etcdserverpb::ResponseHeader;
 use synod_proto::synodpb::{Command as CommandMessage, CommandResult as ResultMessage};
 use synod_proto::synodpeer::{ForwardRequest, LeaseRequest, ReadIndexRequest};
 use synod_storage::mvcc::MvccReader;
-use synod_storage::{Applied, Command, GroupId, MemberNode, NodeId, TypeConfig};
+use synod_storage::Store;
+use synod_storage::{Applied, GroupId, MemberNode, NodeId, TypeConfig};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::lease::{KeeperError, LeaseKeeper, LeaseTtl};
 use crate::limits::{Limits, LEADER_RETRY_INTERVAL, REQUEST_TIMEOUT};
+use crate::proposal::{BatchError, Proposals};
 use crate::raft::network::PeerClients;
+use crate::read_index::SharedRounds;
 
 /// The only Raft group until sharding arrives.
 pub const DEFAULT_GROUP: GroupId = 0;
@@ -68,8 +70,10 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     /// Reads of the applied state.
     pub reader: MvccReader,
-    /// The node's database.
-    pub db: Arc<Database>,
+    /// The node's database: the store and everything but the Raft log.
+    pub db: Arc<Store>,
+    /// The Raft log's database.
+    pub log_db: Arc<Store>,
     /// The data dir.
     pub data_dir: PathBuf,
     /// Request bounds.
@@ -83,6 +87,21 @@ pub struct Node {
     pub leases: LeaseKeeper,
     /// What the state machine has applied; watchers wait on it.
     pub applied: watch::Receiver<Applied>,
+    /// Held shared by every proposal and leader read, and exclusively while this
+    /// member hands leadership over (see [`crate::transfer`]): the followers must
+    /// hear nothing from it for a while, or they refuse to elect the target.
+    pub transfer_gate: Arc<tokio::sync::RwLock<()>>,
+    /// The last log index this member had when it started. openraft 0.9 lets a
+    /// restarted leader keep leading, with a commit index recovered from disk that
+    /// may be older than entries it had committed (and answered) before the crash;
+    /// its read indexes are never lower than this, so they cover those entries.
+    pub recovered_log_index: u64,
+    /// Proposals gathered into batch entries while this member leads.
+    pub proposals: Arc<Proposals>,
+    /// Leadership confirmations shared by concurrent reads while this member leads.
+    pub leader_reads: Arc<SharedRounds<ReadIndex>>,
+    /// Read-index requests to the leader shared by concurrent reads on a follower.
+    pub follower_reads: Arc<SharedRounds<Option<u64>>>,
 }
 
 /// Status a forwarding target answers when it is not the leader, so the request is
@@ -150,22 +169,17 @@ impl Node {
         command: CommandMessage,
         deadline: Instant,
     ) -> Result<Committed, ProposeError> {
-        let write = tokio::time::timeout_at(deadline, self.raft.client_write(Command(command)));
+        let write = tokio::time::timeout_at(deadline, self.proposals.propose(command));
         let Ok(outcome) = write.await else {
             return Err(ProposeError::Node(NodeError::Timeout));
         };
         match outcome {
-            Ok(response) => Ok(Committed {
-                result: response.data.0,
-                log_index: response.log_id.index,
-            }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                Err(ProposeError::NotLeader(forward))
+            Some(Ok((result, log_index))) => Ok(Committed { result, log_index }),
+            Some(Err(BatchError::NotLeader(forward))) => Err(ProposeError::NotLeader(forward)),
+            Some(Err(BatchError::Raft(reason))) => {
+                Err(ProposeError::Node(NodeError::Internal(reason)))
             }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
-                Err(ProposeError::Node(NodeError::Internal(error.to_string())))
-            }
-            Err(RaftError::Fatal(_)) => Err(ProposeError::Node(NodeError::Stopped)),
+            Some(Err(BatchError::Stopped)) | None => Err(ProposeError::Node(NodeError::Stopped)),
         }
     }
 
@@ -209,40 +223,41 @@ impl Node {
 
     /// Waits until this node's state machine reflects every write committed before
     /// the call, as confirmed by the current leader with a quorum: after it returns, a
-    /// local read is linearizable.
+    /// local read is linearizable. Concurrent reads share confirmation rounds (see
+    /// [`crate::read_index`]).
     pub async fn read_barrier(&self) -> Result<(), NodeError> {
         if self.unsafe_skip_read_index {
             return Ok(());
         }
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let confirm = tokio::time::timeout_at(deadline, self.raft.ensure_linearizable());
-            let Ok(confirmed) = confirm.await else {
-                return Err(NodeError::Timeout);
-            };
-            let forward = match confirmed {
-                Ok(_) => return Ok(()),
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward))) => {
-                    Some(forward)
+            let leader = self.raft.metrics().borrow().current_leader;
+            let index = if leader == Some(self.member.id) {
+                match self.confirm_leadership().await {
+                    ReadIndex::Ready(index) => Some(index),
+                    ReadIndex::Stopped => return Err(NodeError::Stopped),
+                    ReadIndex::NotLeader | ReadIndex::NoQuorum(_) => None,
                 }
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => None,
-                Err(RaftError::Fatal(_)) => return Err(NodeError::Stopped),
+            } else if leader.is_some() {
+                let raft = self.raft.clone();
+                let peers = self.peers.clone();
+                let me = self.member.id;
+                self.follower_reads
+                    .join(move || ask_leader_for_read_index(raft.clone(), peers.clone(), me))
+                    .await
+                    .flatten()
+            } else {
+                None
             };
-            if let Some(node) = forward.and_then(|forward| {
-                forward
-                    .leader_node
-                    .filter(|_| forward.leader_id != Some(self.member.id))
-            }) {
-                if let Some(index) = self.remote_read_index(&node, deadline).await {
-                    let remaining = deadline.saturating_duration_since(Instant::now());
-                    return self
-                        .raft
-                        .wait(Some(remaining))
-                        .applied_index_at_least(Some(index), "read index")
-                        .await
-                        .map(|_| ())
-                        .map_err(|_| NodeError::Timeout);
-                }
+            if let Some(index) = index {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                return self
+                    .raft
+                    .wait(Some(remaining))
+                    .applied_index_at_least(Some(index), "read index")
+                    .await
+                    .map(|_| ())
+                    .map_err(|_| NodeError::Timeout);
             }
             if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
                 return Err(NodeError::NoLeader);
@@ -251,41 +266,89 @@ impl Node {
         }
     }
 
-    async fn remote_read_index(&self, leader: &MemberNode, deadline: Instant) -> Option<u64> {
-        let mut client = self.peers.for_node(leader).ok()?;
-        let mut request = tonic::Request::new(ReadIndexRequest {
-            group_id: DEFAULT_GROUP,
-        });
-        request.set_timeout(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(2)),
-        );
-        client
-            .read_index(request)
+    /// Joins the next round in which this member confirms its leadership with a
+    /// quorum and learns the index reads must wait for.
+    async fn confirm_leadership(&self) -> ReadIndex {
+        let raft = self.raft.clone();
+        let gate = self.transfer_gate.clone();
+        let floor = self.recovered_log_index;
+        self.leader_reads
+            .join(move || confirm_leadership(raft.clone(), gate.clone(), floor))
             .await
-            .ok()
-            .map(|response| response.into_inner().read_index)
+            .unwrap_or(ReadIndex::Stopped)
     }
 
     /// The leader's half of a follower's read: confirms leadership with a quorum and
     /// returns the log index a linearizable read must wait for.
     pub async fn local_read_index(&self) -> Result<u64, tonic::Status> {
-        let confirm = tokio::time::timeout(REQUEST_TIMEOUT, self.raft.get_read_log_id());
-        let Ok(confirmed) = confirm.await else {
-            return Err(tonic::Status::deadline_exceeded(
-                "read index: leadership not confirmed in time",
-            ));
-        };
-        match confirmed {
-            Ok((read_log_id, _)) => Ok(read_log_id.map_or(0, |log_id| log_id.index)),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => Err(not_leader()),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error))) => {
-                Err(tonic::Status::unavailable(error.to_string()))
-            }
-            Err(RaftError::Fatal(error)) => Err(tonic::Status::unavailable(error.to_string())),
+        match self.confirm_leadership().await {
+            ReadIndex::Ready(index) => Ok(index),
+            ReadIndex::NotLeader => Err(not_leader()),
+            ReadIndex::NoQuorum(reason) => Err(tonic::Status::unavailable(reason)),
+            ReadIndex::Stopped => Err(tonic::Status::unavailable(NodeError::Stopped.to_string())),
         }
     }
+}
+
+/// What one leadership confirmation round found.
+#[derive(Debug, Clone)]
+pub enum ReadIndex {
+    /// This member leads; reads may proceed once this log index is applied.
+    Ready(u64),
+    /// This member does not lead.
+    NotLeader,
+    /// Leadership could not be confirmed with a quorum.
+    NoQuorum(String),
+    /// Raft has stopped.
+    Stopped,
+}
+
+/// One confirmation round on the leader (held back while leadership is handed over).
+/// The read index is at least `floor` (see [`Node::recovered_log_index`]).
+async fn confirm_leadership(
+    raft: Raft<TypeConfig>,
+    gate: Arc<tokio::sync::RwLock<()>>,
+    floor: u64,
+) -> ReadIndex {
+    let _gate = gate.read().await;
+    match tokio::time::timeout(REQUEST_TIMEOUT, raft.get_read_log_id()).await {
+        Err(_) => ReadIndex::NoQuorum("read index: leadership not confirmed in time".into()),
+        Ok(Ok((read_log_id, _))) => {
+            ReadIndex::Ready(read_log_id.map_or(0, |log_id| log_id.index).max(floor))
+        }
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+            ReadIndex::NotLeader
+        }
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => {
+            ReadIndex::NoQuorum(error.to_string())
+        }
+        Ok(Err(RaftError::Fatal(_))) => ReadIndex::Stopped,
+    }
+}
+
+/// One follower round: asks the member this one believes leads for a read index.
+async fn ask_leader_for_read_index(
+    raft: Raft<TypeConfig>,
+    peers: PeerClients,
+    me: NodeId,
+) -> Option<u64> {
+    let metrics = raft.metrics().borrow().clone();
+    let leader = metrics.current_leader.filter(|leader| *leader != me)?;
+    let node = metrics
+        .membership_config
+        .membership()
+        .get_node(&leader)?
+        .clone();
+    let mut client = peers.for_node(&node).ok()?;
+    let mut request = tonic::Request::new(ReadIndexRequest {
+        group_id: DEFAULT_GROUP,
+    });
+    request.set_timeout(Duration::from_secs(2));
+    client
+        .read_index(request)
+        .await
+        .ok()
+        .map(|response| response.into_inner().read_index)
 }
 
 /// Which lease question to ask the leader.

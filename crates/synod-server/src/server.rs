@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::storage::RaftLogStorage;
 use openraft::{Raft, SnapshotPolicy};
 use synod_proto::etcdserverpb::auth_server::AuthServer;
 use synod_proto::etcdserverpb::cluster_server::ClusterServer;
@@ -23,11 +24,12 @@ use synod_proto::v3lockpb::lock_server::LockServer;
 use synod_storage::mvcc::MvccReader;
 use synod_storage::{
     member_attributes, open_database, LogStore, MemberNode, NodeId, StateMachine, DATABASE_FILE,
+    LOG_DATABASE_FILE,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
@@ -42,10 +44,11 @@ use crate::identity::{self, Identity, IdentityError};
 use crate::join::{self, JoinError};
 use crate::lease::{run_keeper, LeaseKeeper};
 use crate::limits::{
-    CLIENT_MESSAGE_BYTES_MAX, GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX,
-    SNAPSHOT_CHUNK_BYTES,
+    CLIENT_MESSAGE_BYTES_MAX, GRPC_OVERHEAD_BYTES, LOG_CACHE_BYTES, PEER_MESSAGE_BYTES_MAX,
+    REPLICATION_ENTRIES_MAX, SHUTDOWN_GRACE, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
+use crate::proposal::Proposals;
 use crate::raft::network::{PeerClients, PeerNetworkFactory};
 use crate::raft::peer_service::PeerService;
 
@@ -148,7 +151,12 @@ pub async fn run(
         reason,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|error| data_dir_error(error.to_string()))?;
-    let db = open_database(&config.data_dir.join(DATABASE_FILE))
+    let db = open_database(
+        &config.data_dir.join(DATABASE_FILE),
+        config.backend_cache_bytes,
+    )
+    .map_err(|error| data_dir_error(error.to_string()))?;
+    let log_db = open_database(&config.data_dir.join(LOG_DATABASE_FILE), LOG_CACHE_BYTES)
         .map_err(|error| data_dir_error(error.to_string()))?;
 
     let members: BTreeMap<NodeId, MemberNode> = config
@@ -201,16 +209,24 @@ pub async fn run(
     )
     .map_err(|error| data_dir_error(error.to_string()))?;
     let applied = state_machine.subscribe();
+    let mut log_store = LogStore::new(log_db.clone(), DEFAULT_GROUP);
+    let recovered_log_index = log_store
+        .get_log_state()
+        .await
+        .map_err(|error| data_dir_error(error.to_string()))?
+        .last_log_id
+        .map_or(0, |log_id| log_id.index);
     let raft = Raft::new(
         expected.member_id,
         Arc::new(raft_config(&config)?),
         PeerNetworkFactory::new(DEFAULT_GROUP, peers.clone()),
-        LogStore::new(db.clone(), DEFAULT_GROUP),
+        log_store,
         state_machine,
     )
     .await
     .map_err(|error| ServerError::Raft(error.to_string()))?;
 
+    let transfer_gate = Arc::new(tokio::sync::RwLock::new(()));
     let node = Arc::new(Node {
         member: MemberInfo {
             id: expected.member_id,
@@ -222,12 +238,18 @@ pub async fn run(
         raft: raft.clone(),
         reader: MvccReader::new(db.clone(), DEFAULT_GROUP),
         db: db.clone(),
+        log_db,
         data_dir: config.data_dir.clone(),
         limits: config.limits,
         unsafe_skip_read_index: config.unsafe_skip_read_index,
         peers,
         leases: LeaseKeeper::default(),
         applied: applied.clone(),
+        recovered_log_index,
+        proposals: Proposals::new(raft.clone(), transfer_gate.clone()),
+        transfer_gate,
+        leader_reads: Arc::default(),
+        follower_reads: Arc::default(),
     });
 
     // Initialize before serving peers: a member that has seen a vote request can no
@@ -281,10 +303,20 @@ pub async fn run(
         }
     }
     let _ = stop_sender.send(true);
-    while let Some(result) = tasks.join_next().await {
-        if let Ok(Err(error)) = result {
-            tracing::warn!(%error, "server task failed during shutdown");
+    // Requests in flight get a moment to finish; streams that never end on their
+    // own (watches, keep-alives, observers) are then cut.
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while let Some(result) = tasks.join_next().await {
+            if let Ok(Err(error)) = result {
+                tracing::warn!(%error, "server task failed during shutdown");
+            }
         }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!("closing client streams still open after {SHUTDOWN_GRACE:?}");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
     }
     raft.shutdown()
         .await
@@ -403,6 +435,13 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
+/// Accepted connections with Nagle's algorithm off. (`Server::tcp_nodelay` only
+/// applies to listeners tonic binds itself; on ours, small responses would wait
+/// for the peer's delayed ACK, ~40 ms each.)
+fn without_delay(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
 async fn serve_clients(
     node: Arc<Node>,
     listener: TcpListener,
@@ -412,7 +451,6 @@ async fn serve_clients(
     let message_max =
         CLIENT_MESSAGE_BYTES_MAX.max(node.limits.request_bytes_max + GRPC_OVERHEAD_BYTES);
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .add_service(
             KvServer::new(KvService::new(node.clone())).max_decoding_message_size(message_max),
@@ -429,7 +467,7 @@ async fn serve_clients(
         .add_service(AuthServer::new(PendingService))
         .add_service(LockServer::new(LockService::new(node.clone())))
         .add_service(ElectionServer::new(ElectionService::new(node.clone())))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
+        .serve_with_incoming_shutdown(without_delay(listener), stopped(stop))
         .await?;
     Ok(())
 }
@@ -440,13 +478,12 @@ async fn serve_peers(
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(
             RaftPeerServer::new(PeerService::new(node))
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped(stop))
+        .serve_with_incoming_shutdown(without_delay(listener), stopped(stop))
         .await?;
     Ok(())
 }

@@ -1,22 +1,66 @@
-//! Opening a node's database: one redb file per node, every table created up front
-//! so readers never meet a missing table.
+//! A node's database: one redb file per node, every table created up front so readers
+//! never meet a missing table, behind a handle that can swap the file for a compacted
+//! copy while the node keeps running (etcd's Defragment).
 
-use std::path::Path;
-use std::sync::Arc;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
-use redb::{Database, Durability};
+use redb::{
+    Database, Durability, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    Value, WriteTransaction,
+};
 
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
 use crate::tables::{
     IDENTITY, KV, LEASES, LEASE_KEYS, MEMBERS, RAFT_LOG, RAFT_META, REVISIONS, SM_META,
 };
 
-/// File name of the database inside the data dir.
+/// File name of the database inside the data dir: the store, its history, leases,
+/// members and identity.
 pub const DATABASE_FILE: &str = "synod.redb";
 
-/// Opens (or creates) the database at `path` and makes sure every table exists.
-pub fn open_database(path: &Path) -> StoreResult<Arc<Database>> {
-    let db = Database::create(path)?;
+/// File name of the Raft log's database inside the data dir. A file of its own so
+/// that the fsync of an append flushes only log pages, not the store's.
+pub const LOG_DATABASE_FILE: &str = "raft-log.redb";
+
+/// Default size of redb's page cache. Reads that miss it go to the OS page cache,
+/// so a modest cache keeps a node's memory small without costing much speed.
+pub const DEFAULT_CACHE_BYTES: usize = 128 * 1024 * 1024;
+
+/// Suffix of the compacted copy a defragmentation writes before it replaces the file.
+const DEFRAG_SUFFIX: &str = "defrag";
+
+/// A node's database. Transactions begin through it rather than on a `redb::Database`
+/// so that [`Store::defragment`] can replace the file underneath: a write transaction
+/// begun on the replaced file is abandoned and begun again on the new one.
+pub struct Store {
+    path: PathBuf,
+    cache_bytes: usize,
+    current: RwLock<Arc<Database>>,
+}
+
+/// Opens (or creates) the database at `path`, with a page cache of `cache_bytes`,
+/// and makes sure every table exists.
+pub fn open_database(path: &Path, cache_bytes: usize) -> StoreResult<Arc<Store>> {
+    // A defragmentation that crashed before its rename leaves its copy behind; the
+    // original is intact, so the copy is garbage.
+    let leftover = defrag_path(path);
+    if leftover.exists() {
+        fs::remove_file(&leftover)?;
+    }
+    let db = Database::builder()
+        .set_cache_size(cache_bytes)
+        .create(path)?;
+    create_tables(&db)?;
+    Ok(Arc::new(Store {
+        path: path.to_path_buf(),
+        cache_bytes,
+        current: RwLock::new(Arc::new(db)),
+    }))
+}
+
+fn create_tables(db: &Database) -> StoreResult<()> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     txn.open_table(RAFT_LOG)?;
@@ -29,5 +73,131 @@ pub fn open_database(path: &Path) -> StoreResult<Arc<Database>> {
     txn.open_table(LEASES)?;
     txn.open_table(LEASE_KEYS)?;
     txn.commit()?;
-    Ok(Arc::new(db))
+    Ok(())
+}
+
+fn defrag_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(DEFRAG_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// Sizes of the database file, as etcd's Status reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreSize {
+    /// Bytes the file takes.
+    pub file_bytes: u64,
+    /// Bytes of pages holding live data (the rest is free space a defragmentation
+    /// would give back).
+    pub in_use_bytes: u64,
+}
+
+impl Store {
+    fn database(&self) -> Arc<Database> {
+        match self.current.read() {
+            Ok(current) => current.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Begins a read of the database as it is now.
+    pub fn begin_read(&self) -> Result<ReadTransaction, redb::TransactionError> {
+        self.database().begin_read()
+    }
+
+    /// Begins the (single) write transaction, on the current file.
+    pub fn begin_write(&self) -> Result<WriteTransaction, redb::TransactionError> {
+        loop {
+            let db = self.database();
+            let txn = db.begin_write()?;
+            // A defragmentation holds the write lock of the old file while it copies;
+            // a writer that waited on it must not write into the file it replaced.
+            if Arc::ptr_eq(&db, &self.database()) {
+                return Ok(txn);
+            }
+            txn.abort()?;
+        }
+    }
+
+    /// Makes every commit so far durable (one fsync).
+    pub fn sync(&self) -> StoreResult<()> {
+        let mut txn = self.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Bytes the database file takes on disk.
+    pub fn file_size(&self) -> u64 {
+        fs::metadata(&self.path).map_or(0, |metadata| metadata.len())
+    }
+
+    /// The file's size and the part of it holding live data. Walks every table, so
+    /// it costs time proportional to the database; meant for status requests.
+    pub fn size(&self) -> StoreResult<StoreSize> {
+        let txn = self.begin_write()?;
+        let stats = txn.stats()?;
+        txn.abort()?;
+        let page = u64::try_from(stats.page_size()).unwrap_or(u64::MAX);
+        Ok(StoreSize {
+            file_bytes: self.file_size(),
+            in_use_bytes: stats.allocated_pages().saturating_mul(page),
+        })
+    }
+
+    /// Rewrites the database into a fresh, compact file and swaps it in, giving free
+    /// pages back to the file system. Writers wait while the copy is made (as on
+    /// etcd); readers keep reading the old file until they finish.
+    pub fn defragment(&self) -> StoreResult<()> {
+        let old = self.database();
+        // Holding the old file's write transaction stops every writer and makes the
+        // copy one consistent state.
+        let source = old.begin_write()?;
+        let copy_path = defrag_path(&self.path);
+        if copy_path.exists() {
+            fs::remove_file(&copy_path)?;
+        }
+        let copy = Database::builder()
+            .set_cache_size(self.cache_bytes)
+            .create(&copy_path)?;
+        let mut target = copy.begin_write()?;
+        target.set_durability(Durability::Immediate)?;
+        copy_table(&source, &target, RAFT_LOG)?;
+        copy_table(&source, &target, RAFT_META)?;
+        copy_table(&source, &target, KV)?;
+        copy_table(&source, &target, REVISIONS)?;
+        copy_table(&source, &target, SM_META)?;
+        copy_table(&source, &target, MEMBERS)?;
+        copy_table(&source, &target, IDENTITY)?;
+        copy_table(&source, &target, LEASES)?;
+        copy_table(&source, &target, LEASE_KEYS)?;
+        target.commit()?;
+        fs::rename(&copy_path, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        match self.current.write() {
+            Ok(mut current) => *current = Arc::new(copy),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(copy),
+        }
+        source.abort()?;
+        Ok(())
+    }
+}
+
+/// Copies every row of `table` from `source` into `target`.
+fn copy_table<K: Key + 'static, V: Value + 'static>(
+    source: &WriteTransaction,
+    target: &WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> StoreResult<()> {
+    let from = source.open_table(table)?;
+    let mut to = target.open_table(table)?;
+    for row in from.iter()? {
+        let (key, value) = row?;
+        to.insert(key.value(), value.value())
+            .map_err(StoreError::from)?;
+    }
+    Ok(())
 }

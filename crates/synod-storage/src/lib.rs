@@ -4,6 +4,8 @@
 //! No networking lives here. The node (`synod-server`) hands committed entries to
 //! [`StateMachine`] through openraft and serves reads with [`mvcc::MvccReader`].
 
+pub mod alarm;
+pub mod backup;
 pub mod codec;
 pub mod database;
 pub mod error;
@@ -14,7 +16,9 @@ pub mod state_machine;
 pub mod tables;
 pub mod types;
 
-pub use database::{open_database, DATABASE_FILE};
+pub use database::{
+    open_database, Store, StoreSize, DATABASE_FILE, DEFAULT_CACHE_BYTES, LOG_DATABASE_FILE,
+};
 pub use error::{StoreError, StoreResult};
 pub use log_store::LogStore;
 pub use state_machine::{member_attributes, Applied, StateMachine};

@@ -9,17 +9,19 @@ use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
+use crate::database::Store;
+use redb::{Durability, ReadTransaction, ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
 use crate::mvcc::write::read_counter;
-use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, MEMBERS, REVISIONS, SM_META};
+use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, MEMBERS, RAFT_LOG, REVISIONS, SM_META};
 use crate::types::{GroupId, LogId, StoredMembership};
+use synod_proto::etcdserverpb::AlarmMember;
 
-/// Version of the snapshot file format.
-const FORMAT_VERSION: u32 = 2;
+/// Version of the snapshot file format written; version 2 (no alarms) is still read.
+const FORMAT_VERSION: u32 = 3;
 
 /// Largest frame a reader accepts; bounds memory when reading a damaged file.
 const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
@@ -51,6 +53,10 @@ enum Frame<'a> {
     },
     Trailer {
         rows: u64,
+    },
+    Alarm {
+        member_id: u64,
+        alarm: i32,
     },
 }
 
@@ -95,7 +101,7 @@ fn read_frame_bytes(input: &mut impl Read, buffer: &mut Vec<u8>) -> StoreResult<
 
 /// Writes the applied state of `group`, as of one read transaction, to a new file
 /// in `dir`, and makes it the group's current snapshot.
-pub fn build(db: &Database, group: GroupId, dir: &Path) -> StoreResult<SnapshotRecord> {
+pub fn build(db: &Store, group: GroupId, dir: &Path) -> StoreResult<SnapshotRecord> {
     fs::create_dir_all(dir)?;
     let txn = db.begin_read()?;
     let meta = txn.open_table(SM_META)?;
@@ -124,66 +130,7 @@ pub fn build(db: &Database, group: GroupId, dir: &Path) -> StoreResult<SnapshotR
     let partial = path.with_extension("partial");
     {
         let mut out = BufWriter::new(File::create(&partial)?);
-        write_frame(
-            &mut out,
-            &Frame::Header {
-                format: FORMAT_VERSION,
-                revision,
-                compacted,
-            },
-        )?;
-        let mut rows = 0u64;
-        let kv = txn.open_table(KV)?;
-        for row in kv.range::<(u64, &[u8], i64, i64)>(
-            (group, &[][..], 0, 0)..(group.saturating_add(1), &[][..], 0, 0),
-        )? {
-            let (key, record) = row?;
-            let (_, key, main, sub) = key.value();
-            write_frame(
-                &mut out,
-                &Frame::Version {
-                    key,
-                    main,
-                    sub,
-                    record: record.value(),
-                },
-            )?;
-            rows += 1;
-        }
-        let members = txn.open_table(MEMBERS)?;
-        for row in members.range((group, 0)..=(group, u64::MAX))? {
-            let (key, attributes) = row?;
-            write_frame(
-                &mut out,
-                &Frame::Member {
-                    id: key.value().1,
-                    attributes: attributes.value(),
-                },
-            )?;
-            rows += 1;
-        }
-        let leases = txn.open_table(LEASES)?;
-        for row in leases.range((group, i64::MIN)..=(group, i64::MAX))? {
-            let (key, ttl) = row?;
-            write_frame(
-                &mut out,
-                &Frame::Lease {
-                    id: key.value().1,
-                    ttl: ttl.value(),
-                },
-            )?;
-            rows += 1;
-        }
-        let lease_keys = txn.open_table(LEASE_KEYS)?;
-        for row in lease_keys.range::<(u64, i64, &[u8])>(
-            (group, i64::MIN, &[][..])..(group.saturating_add(1), i64::MIN, &[][..]),
-        )? {
-            let (key, ()) = row.map(|(key, value)| (key, value.value()))?;
-            let (_, id, key) = key.value();
-            write_frame(&mut out, &Frame::LeaseKey { id, key })?;
-            rows += 1;
-        }
-        write_frame(&mut out, &Frame::Trailer { rows })?;
+        write_state(&txn, group, revision, compacted, &mut out)?;
         let file = out.into_inner().map_err(|error| error.into_error())?;
         file.sync_all()?;
     }
@@ -198,10 +145,93 @@ pub fn build(db: &Database, group: GroupId, dir: &Path) -> StoreResult<SnapshotR
     Ok(record)
 }
 
+/// Writes the frames of `group`'s state as `txn` sees it: header, every version,
+/// member attributes, leases and their keys, alarms, and the trailer.
+fn write_state(
+    txn: &ReadTransaction,
+    group: GroupId,
+    revision: i64,
+    compacted: i64,
+    out: &mut impl Write,
+) -> StoreResult<()> {
+    let meta = txn.open_table(SM_META)?;
+    write_frame(
+        out,
+        &Frame::Header {
+            format: FORMAT_VERSION,
+            revision,
+            compacted,
+        },
+    )?;
+    let mut rows = 0u64;
+    let kv = txn.open_table(KV)?;
+    for row in kv.range::<(u64, &[u8], i64, i64)>(
+        (group, &[][..], 0, 0)..(group.saturating_add(1), &[][..], 0, 0),
+    )? {
+        let (key, record) = row?;
+        let (_, key, main, sub) = key.value();
+        write_frame(
+            out,
+            &Frame::Version {
+                key,
+                main,
+                sub,
+                record: record.value(),
+            },
+        )?;
+        rows += 1;
+    }
+    let members = txn.open_table(MEMBERS)?;
+    for row in members.range((group, 0)..=(group, u64::MAX))? {
+        let (key, attributes) = row?;
+        write_frame(
+            out,
+            &Frame::Member {
+                id: key.value().1,
+                attributes: attributes.value(),
+            },
+        )?;
+        rows += 1;
+    }
+    let leases = txn.open_table(LEASES)?;
+    for row in leases.range((group, i64::MIN)..=(group, i64::MAX))? {
+        let (key, ttl) = row?;
+        write_frame(
+            out,
+            &Frame::Lease {
+                id: key.value().1,
+                ttl: ttl.value(),
+            },
+        )?;
+        rows += 1;
+    }
+    let lease_keys = txn.open_table(LEASE_KEYS)?;
+    for row in lease_keys.range::<(u64, i64, &[u8])>(
+        (group, i64::MIN, &[][..])..(group.saturating_add(1), i64::MIN, &[][..]),
+    )? {
+        let (key, ()) = row.map(|(key, value)| (key, value.value()))?;
+        let (_, id, key) = key.value();
+        write_frame(out, &Frame::LeaseKey { id, key })?;
+        rows += 1;
+    }
+    for alarm in crate::alarm::read(&meta, group)? {
+        write_frame(
+            out,
+            &Frame::Alarm {
+                member_id: alarm.member_id,
+                alarm: alarm.alarm,
+            },
+        )?;
+        rows += 1;
+    }
+    write_frame(out, &Frame::Trailer { rows })?;
+    Ok(())
+}
+
 /// Replaces the state of `group` with the snapshot in `source`, keeps a copy of the
 /// file in `dir`, and makes it the group's current snapshot.
 pub fn install(
-    db: &Database,
+    db: &Store,
     group: GroupId,
     dir: &Path,
     source: &mut File,
@@ -223,7 +253,12 @@ pub fn install(
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     wipe_group(&txn, group)?;
-    load_frames(&txn, group, &path)?;
+    load_frames(
+        &txn,
+        group,
+        &mut BufReader::new(File::open(&path)?),
+        Scope::Replica,
+    )?;
     {
         let mut meta = txn.open_table(SM_META)?;
         meta.insert(
@@ -241,13 +276,70 @@ pub fn install(
     Ok(())
 }
 
-fn load_frames(txn: &WriteTransaction, group: GroupId, path: &Path) -> StoreResult<()> {
-    let mut input = BufReader::new(File::open(path)?);
+/// What of a snapshot's content to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Everything: the node becomes a replica of the snapshot's cluster.
+    Replica,
+    /// The data only (versions, leases): the node seeds a new cluster, which has
+    /// its own members and no alarms.
+    Data,
+}
+
+/// What a restore loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Restored {
+    /// The store's revision in the backup.
+    pub revision: i64,
+    /// Key versions loaded.
+    pub versions: u64,
+    /// Leases loaded.
+    pub leases: u64,
+}
+
+/// Writes a consistent copy of `group`'s applied state to `out` (the frames a Raft
+/// snapshot holds): the payload of a backup. Returns the revision it covers.
+pub fn backup(db: &Store, group: GroupId, out: &mut impl Write) -> StoreResult<i64> {
+    let txn = db.begin_read()?;
+    let (revision, compacted) = {
+        let meta = txn.open_table(SM_META)?;
+        (
+            read_counter(&meta, group, sm_meta::REVISION)?,
+            read_counter(&meta, group, sm_meta::COMPACT_REVISION)?,
+        )
+    };
+    write_state(&txn, group, revision, compacted, out)?;
+    Ok(revision)
+}
+
+/// Seeds `group` of a new, empty database with the data of a backup made by
+/// [`backup`]: every key version and lease, at the backup's revision. The old
+/// cluster's members and alarms are left behind, and there is no Raft state, so
+/// the node that opens the database starts a new cluster on this data.
+pub fn restore(db: &Store, group: GroupId, input: &mut impl Read) -> StoreResult<Restored> {
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate)?;
+    if txn.open_table(KV)?.first()?.is_some() || txn.open_table(RAFT_LOG)?.first()?.is_some() {
+        return Err(StoreError::Corrupt(
+            "refusing to restore into a database that already holds data".into(),
+        ));
+    }
+    let restored = load_frames(&txn, group, input, Scope::Data)?;
+    txn.commit()?;
+    Ok(restored)
+}
+
+fn load_frames(
+    txn: &WriteTransaction,
+    group: GroupId,
+    input: &mut impl Read,
+    scope: Scope,
+) -> StoreResult<Restored> {
     let mut buffer = Vec::new();
-    read_frame_bytes(&mut input, &mut buffer)?;
+    read_frame_bytes(input, &mut buffer)?;
     let (revision, compacted) = match decode_frame(&buffer)? {
         Frame::Header {
-            format: FORMAT_VERSION,
+            format: 2 | FORMAT_VERSION,
             revision,
             compacted,
         } => (revision, compacted),
@@ -262,9 +354,15 @@ fn load_frames(txn: &WriteTransaction, group: GroupId, path: &Path) -> StoreResu
     let mut members = txn.open_table(MEMBERS)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut lease_keys = txn.open_table(LEASE_KEYS)?;
+    let mut alarms = Vec::new();
     let mut rows = 0u64;
+    let mut restored = Restored {
+        revision,
+        versions: 0,
+        leases: 0,
+    };
     loop {
-        read_frame_bytes(&mut input, &mut buffer)?;
+        read_frame_bytes(input, &mut buffer)?;
         match decode_frame(&buffer)? {
             Frame::Version {
                 key,
@@ -274,15 +372,22 @@ fn load_frames(txn: &WriteTransaction, group: GroupId, path: &Path) -> StoreResu
             } => {
                 kv.insert((group, key, main, sub), record)?;
                 revisions.insert((group, main, sub), key)?;
+                restored.versions += 1;
             }
             Frame::Member { id, attributes } => {
-                members.insert((group, id), attributes)?;
+                if scope == Scope::Replica {
+                    members.insert((group, id), attributes)?;
+                }
             }
             Frame::Lease { id, ttl } => {
                 leases.insert((group, id), ttl)?;
+                restored.leases += 1;
             }
             Frame::LeaseKey { id, key } => {
                 lease_keys.insert((group, id, key), ())?;
+            }
+            Frame::Alarm { member_id, alarm } if scope == Scope::Replica => {
+                alarms.push(AlarmMember { member_id, alarm });
             }
             Frame::Trailer { rows: expected } if expected == rows => break,
             Frame::Trailer { rows: expected } => {
@@ -293,9 +398,11 @@ fn load_frames(txn: &WriteTransaction, group: GroupId, path: &Path) -> StoreResu
             Frame::Header { .. } => {
                 return Err(StoreError::Corrupt("second snapshot header".into()))
             }
+            Frame::Alarm { .. } => {}
         }
         rows += 1;
     }
+    crate::alarm::save(txn, group, &alarms)?;
     let mut meta = txn.open_table(SM_META)?;
     meta.insert(
         (group, sm_meta::REVISION),
@@ -305,7 +412,7 @@ fn load_frames(txn: &WriteTransaction, group: GroupId, path: &Path) -> StoreResu
         (group, sm_meta::COMPACT_REVISION),
         compacted.to_be_bytes().as_slice(),
     )?;
-    Ok(())
+    Ok(restored)
 }
 
 fn decode_frame(bytes: &[u8]) -> StoreResult<Frame<'_>> {
@@ -331,12 +438,7 @@ fn wipe_group(txn: &WriteTransaction, group: GroupId) -> StoreResult<()> {
     Ok(())
 }
 
-fn set_current(
-    db: &Database,
-    group: GroupId,
-    dir: &Path,
-    record: &SnapshotRecord,
-) -> StoreResult<()> {
+fn set_current(db: &Store, group: GroupId, dir: &Path, record: &SnapshotRecord) -> StoreResult<()> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
     txn.open_table(SM_META)?
@@ -346,7 +448,7 @@ fn set_current(
 }
 
 /// The group's current snapshot, if one was built or installed.
-pub fn current(db: &Database, group: GroupId) -> StoreResult<Option<SnapshotRecord>> {
+pub fn current(db: &Store, group: GroupId) -> StoreResult<Option<SnapshotRecord>> {
     let txn = db.begin_read()?;
     let meta = txn.open_table(SM_META)?;
     match meta.get((group, sm_meta::SNAPSHOT))? {

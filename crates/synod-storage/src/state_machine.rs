@@ -9,17 +9,22 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::database::Store;
 use openraft::storage::RaftStateMachine;
 use openraft::{
     EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
 };
 use prost::Message;
-use redb::{Database, Durability, ReadableDatabase, WriteTransaction};
+use redb::{Durability, WriteTransaction};
+use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::command_result::Result as Outcome;
-use synod_proto::synodpb::{ApplyError, CommandResult as ResultMessage, Empty, MemberAttributes};
+use synod_proto::synodpb::{
+    ApplyError, BatchResult, CommandResult as ResultMessage, Empty, MemberAttributes,
+};
 use tokio::sync::watch;
 
+use crate::alarm;
 use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
 use crate::mvcc::{MvccError, MvccReader, MvccWriter};
@@ -44,19 +49,29 @@ pub struct Applied {
     pub lease_changes: u64,
 }
 
+/// How often an apply commits durably. In between, applies skip the fsync: the
+/// Raft log (its own file, synced on every append) holds every applied entry, and a
+/// restart re-applies from the last durable commit. This bounds that replay, and
+/// lets the database reuse the pages freed since.
+const DURABLE_APPLY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The state machine of one group. Cheap to clone: clones share the database.
+///
+/// Its database must not hold the Raft log: applies commit without an fsync, and the
+/// log must outlive them (see [`DURABLE_APPLY_INTERVAL`]).
 #[derive(Clone)]
 pub struct StateMachine {
-    db: Arc<Database>,
+    db: Arc<Store>,
     group: GroupId,
     snapshot_dir: PathBuf,
     applied: Arc<watch::Sender<Applied>>,
+    last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
 }
 
 impl StateMachine {
     /// The state machine of `group` in `db`, keeping its snapshot files in
     /// `snapshot_dir` (a directory of its own: other files there are removed).
-    pub fn new(db: Arc<Database>, group: GroupId, snapshot_dir: PathBuf) -> StoreResult<Self> {
+    pub fn new(db: Arc<Store>, group: GroupId, snapshot_dir: PathBuf) -> StoreResult<Self> {
         let (revision, compacted) = MvccReader::new(db.clone(), group).revisions()?;
         let (applied, _) = watch::channel(Applied {
             revision,
@@ -68,6 +83,7 @@ impl StateMachine {
             group,
             snapshot_dir,
             applied: Arc::new(applied),
+            last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
         })
     }
 
@@ -111,9 +127,14 @@ struct AppliedBatch {
 }
 
 /// Applies `entries` in one transaction.
-fn apply_batch(db: &Database, group: GroupId, entries: Vec<Entry>) -> StoreResult<AppliedBatch> {
+fn apply_batch(
+    db: &Store,
+    group: GroupId,
+    entries: Vec<Entry>,
+    durability: Durability,
+) -> StoreResult<AppliedBatch> {
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::None)?;
+    txn.set_durability(durability)?;
     let mut results = Vec::with_capacity(entries.len());
     let mut last_applied = None;
     let mut last_membership = None;
@@ -127,8 +148,7 @@ fn apply_batch(db: &Database, group: GroupId, entries: Vec<Entry>) -> StoreResul
                 EntryPayload::Blank => Outcome::Empty(Empty {}),
                 EntryPayload::Normal(command) => {
                     let outcome = apply_command(&txn, &mut writer, group, command.0.op)?;
-                    leases_changed |=
-                        matches!(outcome, Outcome::LeaseGrant(_) | Outcome::LeaseRevoke(_));
+                    leases_changed |= changes_leases(&outcome);
                     outcome
                 }
                 EntryPayload::Membership(membership) => {
@@ -176,7 +196,26 @@ fn apply_command(
     group: GroupId,
     op: Option<Op>,
 ) -> StoreResult<Outcome> {
+    if let Some(op) = &op {
+        if alarm::capped(op) && alarm::no_space(&alarm::read(&txn.open_table(SM_META)?, group)?) {
+            return Ok(Outcome::Error(ApplyError {
+                kind: ApplyErrorKind::NoSpace as i32,
+            }));
+        }
+    }
     let outcome = match op {
+        Some(Op::Batch(batch)) => {
+            let mut results = Vec::with_capacity(batch.commands.len());
+            for command in batch.commands {
+                let outcome = apply_command(txn, writer, group, command.op)?;
+                results.push(ResultMessage {
+                    revision: writer.revision(),
+                    result: Some(outcome),
+                });
+            }
+            return Ok(Outcome::Batch(BatchResult { results }));
+        }
+        Some(Op::Alarm(request)) => return alarm::apply(txn, group, &request).map(Outcome::Alarm),
         Some(Op::Put(request)) => writer.put(&request).map(Outcome::Put),
         Some(Op::DeleteRange(request)) => writer.delete_range(&request).map(Outcome::DeleteRange),
         Some(Op::Txn(request)) => writer.txn(&request).map(Outcome::Txn),
@@ -198,6 +237,19 @@ fn apply_command(
     }
 }
 
+/// Whether applying produced a lease grant or revocation (the lease keeper's cue).
+fn changes_leases(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::LeaseGrant(_) | Outcome::LeaseRevoke(_) => true,
+        Outcome::Batch(batch) => batch
+            .results
+            .iter()
+            .filter_map(|result| result.result.as_ref())
+            .any(changes_leases),
+        _ => false,
+    }
+}
+
 fn save_member_attributes(
     txn: &WriteTransaction,
     group: GroupId,
@@ -211,7 +263,7 @@ fn save_member_attributes(
 }
 
 /// The attributes members have published, by member id.
-pub fn member_attributes(db: &Database, group: GroupId) -> StoreResult<Vec<MemberAttributes>> {
+pub fn member_attributes(db: &Store, group: GroupId) -> StoreResult<Vec<MemberAttributes>> {
     let txn = db.begin_read()?;
     let table = txn.open_table(MEMBERS)?;
     let mut members = Vec::new();
@@ -238,10 +290,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let group = self.group;
         let dir = self.snapshot_dir.clone();
-        let record = tokio::task::spawn_blocking(move || snapshot::build(&db, group, &dir))
-            .await
-            .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Write))?
-            .map_err(|error| error.snapshot(ErrorVerb::Write))?;
+        // The log is purged behind the snapshot once this returns, so everything
+        // it covers must be durable by then: a restart re-applies only what the log
+        // still holds.
+        let record = tokio::task::spawn_blocking(move || {
+            let record = snapshot::build(&db, group, &dir)?;
+            db.sync()?;
+            Ok::<_, StoreError>(record)
+        })
+        .await
+        .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Write))?
+        .map_err(|error| error.snapshot(ErrorVerb::Write))?;
         let file = tokio::fs::File::open(snapshot::snapshot_path(&self.snapshot_dir, &record.id))
             .await
             .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Read))?;
@@ -268,10 +327,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let db = self.db.clone();
         let group = self.group;
-        let batch = tokio::task::spawn_blocking(move || apply_batch(&db, group, entries))
-            .await
-            .map_err(|error| StoreError::from(error).write_state_machine())?
-            .map_err(StoreError::write_state_machine)?;
+        let durability = {
+            let mut last_durable = match self.last_durable.lock() {
+                Ok(last) => last,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if last_durable.elapsed() >= DURABLE_APPLY_INTERVAL {
+                *last_durable = std::time::Instant::now();
+                Durability::Immediate
+            } else {
+                Durability::None
+            }
+        };
+        let batch =
+            tokio::task::spawn_blocking(move || apply_batch(&db, group, entries, durability))
+                .await
+                .map_err(|error| StoreError::from(error).write_state_machine())?
+                .map_err(StoreError::write_state_machine)?;
         self.publish(batch.revision, batch.compacted, batch.leases_changed);
         Ok(batch.results)
     }

@@ -53,6 +53,8 @@ pub mod sm_meta {
     pub const REVISION: &str = "revision";
     /// The revision the store was last compacted at.
     pub const COMPACT_REVISION: &str = "compact_revision";
+    /// The alarms raised, as (member id, alarm type) pairs.
+    pub const ALARMS: &str = "alarms";
     /// Metadata of the snapshot file currently on disk.
     pub const SNAPSHOT: &str = "snapshot";
 }

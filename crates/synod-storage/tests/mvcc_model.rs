@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use redb::{Database, Durability};
+use redb::Durability;
 use synod_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use synod_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use synod_proto::etcdserverpb::request_op::Request;
@@ -33,6 +33,7 @@ use synod_proto::mvccpb::KeyValue;
 use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 use synod_storage::mvcc::{MvccError, MvccReader, MvccWriter};
 use synod_storage::GroupId;
+use synod_storage::Store as Database;
 
 /// Keys chosen so that prefixes and ranges overlap: "a" is a prefix of "ab", and
 /// ["ab", "c") holds "ab", "b" and "ba".
@@ -446,7 +447,11 @@ struct Store {
 impl Store {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db = synod_storage::open_database(&dir.path().join("db.redb")).unwrap();
+        let db = synod_storage::open_database(
+            &dir.path().join("db.redb"),
+            synod_storage::DEFAULT_CACHE_BYTES,
+        )
+        .unwrap();
         let store = Self {
             reader: MvccReader::new(db.clone(), GROUP),
             _dir: dir,

@@ -3,7 +3,9 @@
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
-use synod_storage::{open_database, LogStore, NodeId, StateMachine, TypeConfig};
+use synod_storage::{
+    open_database, LogStore, NodeId, StateMachine, TypeConfig, DEFAULT_CACHE_BYTES,
+};
 
 struct RedbStoreBuilder;
 
@@ -18,8 +20,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
                 error,
             )
         })?;
-        let db =
-            open_database(&dir.path().join("synod.redb")).map_err(|error| error.write_logs())?;
+        let db = open_database(&dir.path().join("synod.redb"), DEFAULT_CACHE_BYTES)
+            .map_err(|error| error.write_logs())?;
         let log_store = LogStore::new(db.clone(), 0);
         let state_machine = StateMachine::new(db, 0, dir.path().join("snapshots"))
             .map_err(|error| error.write_logs())?;

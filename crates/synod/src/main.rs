@@ -1,5 +1,6 @@
 //! The `synod` command: run a member (`synod serve`, with etcd's flags), and the
-//! client commands for keys, leases, watches, locks and elections.
+//! client commands for keys, leases, watches, locks and elections, and `synod bench`,
+//! the load generator.
 
 mod cli;
 
@@ -20,6 +21,10 @@ fn main() -> ExitCode {
         Command::Watch(flags) => cli::watch::run(flags).map(|()| 0),
         Command::Lock(flags) => cli::lock::run(flags),
         Command::Elect(flags) => cli::elect::run(flags).map(|()| 0),
+        Command::Snapshot(flags) => cli::snapshot::run(flags).map(|()| 0),
+        Command::Bench(args) => synod_bench::run(args)
+            .map(|()| 0)
+            .map_err(anyhow::Error::from),
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),

@@ -53,6 +53,18 @@ pub enum ApiError {
     /// A grant asked for a lease id that is taken.
     #[error("etcdserver: lease already exists")]
     LeaseExists,
+    /// A write met the NOSPACE alarm or would exceed `--quota-backend-bytes`.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    /// A leader-only request reached a member that does not lead.
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    /// MoveLeader to a member that cannot lead (unknown, or a learner).
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// MoveLeader did not see the target take over in time.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     /// A grant asked for a TTL above the maximum.
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
@@ -68,6 +80,9 @@ pub enum ApiError {
     /// Promote of a member that is not a learner.
     #[error("etcdserver: can only promote a learner member")]
     NotLearner,
+    /// Promote of a learner that has not caught up.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
     /// A lock or election session's lease expired while it waited.
     #[error("session expired")]
     SessionExpired,
@@ -99,8 +114,15 @@ impl From<MvccError> for ApiError {
             MvccError::LeaseNotFound => ApiError::LeaseNotFound,
             MvccError::KeyNotFound => ApiError::KeyNotFound,
             MvccError::LeaseExists => ApiError::LeaseExists,
+            MvccError::NoSpace => ApiError::NoSpace,
             MvccError::Store(error) => ApiError::Internal(error.to_string()),
         }
+    }
+}
+
+impl From<synod_storage::StoreError> for ApiError {
+    fn from(error: synod_storage::StoreError) -> Self {
+        ApiError::Internal(error.to_string())
     }
 }
 
@@ -109,6 +131,7 @@ impl From<MembershipError> for ApiError {
         match error {
             MembershipError::MemberNotFound => ApiError::MemberNotFound,
             MembershipError::NotLearner => ApiError::NotLearner,
+            MembershipError::LearnerNotReady => ApiError::LearnerNotReady,
             MembershipError::Timeout => ApiError::Node(NodeError::Timeout),
             MembershipError::Raft(reason) => ApiError::Internal(reason),
         }
@@ -124,6 +147,7 @@ impl ApiError {
             Ok(ApplyErrorKind::LeaseNotFound) => ApiError::LeaseNotFound,
             Ok(ApplyErrorKind::KeyNotFound) => ApiError::KeyNotFound,
             Ok(ApplyErrorKind::LeaseExists) => ApiError::LeaseExists,
+            Ok(ApplyErrorKind::NoSpace) => ApiError::NoSpace,
             Ok(ApplyErrorKind::Unknown) | Err(_) => {
                 ApiError::Internal(format!("unknown apply error kind {kind}"))
             }
@@ -143,9 +167,14 @@ impl ApiError {
                 Code::OutOfRange
             }
             ApiError::LeaseNotFound => Code::NotFound,
-            ApiError::LeaseExists | ApiError::PeerUrlExists | ApiError::NotLearner => {
-                Code::FailedPrecondition
-            }
+            ApiError::LeaseExists
+            | ApiError::PeerUrlExists
+            | ApiError::NotLearner
+            | ApiError::NotLeader
+            | ApiError::LearnerNotReady
+            | ApiError::BadLeaderTransferee => Code::FailedPrecondition,
+            ApiError::LeaderTransferTimeout => Code::Unavailable,
+            ApiError::NoSpace => Code::ResourceExhausted,
             ApiError::MemberNotFound => Code::NotFound,
             ApiError::BadMemberUrls => Code::InvalidArgument,
             ApiError::MessageTooLarge { .. } => Code::ResourceExhausted,

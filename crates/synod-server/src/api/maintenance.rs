@@ -1,7 +1,9 @@
-//! The etcd Maintenance service: node status and alarms.
+//! The etcd Maintenance service: node status, alarms, hashes, defragmentation,
+//! backups and leadership transfer.
 
 use std::sync::Arc;
 
+use std::io::Read;
 use synod_proto::etcdserverpb::alarm_request::AlarmAction;
 use synod_proto::etcdserverpb::maintenance_server::Maintenance;
 use synod_proto::etcdserverpb::{
@@ -9,12 +11,20 @@ use synod_proto::etcdserverpb::{
     DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
     MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
-use synod_storage::DATABASE_FILE;
+
+use synod_proto::etcdserverpb::ResponseHeader;
+use synod_storage::backup::{self, Backup};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
+use super::commit::{commit, unexpected};
 use super::error::{unimplemented, ApiError};
-use crate::node::Node;
+use crate::node::{Node, DEFAULT_GROUP};
+use crate::transfer::{self, TransferError};
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::command_result::Result as Outcome;
 
 /// The etcd API version synod implements, reported by Status.
 pub const ETCD_API_VERSION: &str = "3.5.0";
@@ -28,6 +38,16 @@ impl MaintenanceService {
     /// The Maintenance service of `node`.
     pub fn new(node: Arc<Node>) -> Self {
         Self { node }
+    }
+
+    /// Runs blocking storage work off the async threads.
+    async fn blocking<T: Send + 'static>(
+        work: impl FnOnce() -> Result<T, synod_storage::StoreError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))?
+            .map_err(ApiError::from)
     }
 
     /// Hashes this member's store (as applied here, without a read barrier: the
@@ -48,15 +68,22 @@ impl Maintenance for MaintenanceService {
         request: Request<AlarmRequest>,
     ) -> Result<Response<AlarmResponse>, Status> {
         let request = request.into_inner();
-        if request.action != AlarmAction::Get as i32 {
-            return Err(unimplemented("Maintenance.Alarm (activate, deactivate)"));
+        if request.action == AlarmAction::Get as i32 {
+            self.node.read_barrier().await.map_err(ApiError::from)?;
+            let alarms = self.node.reader.alarms().map_err(ApiError::from)?;
+            return Ok(Response::new(AlarmResponse {
+                header: Some(self.node.header(self.node.revision())),
+                alarms,
+            }));
         }
         let revision = self.node.revision();
-        // No alarm can be raised yet (there is no space quota), so the list is empty.
-        Ok(Response::new(AlarmResponse {
-            header: Some(self.node.header(revision)),
-            alarms: Vec::new(),
-        }))
+        match commit(&self.node, Op::Alarm(request)).await? {
+            Outcome::Alarm(response) => Ok(Response::new(AlarmResponse {
+                header: Some(self.node.header(revision)),
+                alarms: response.alarms,
+            })),
+            other => Err(unexpected(&other).into()),
+        }
     }
 
     async fn status(
@@ -65,9 +92,17 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<StatusResponse>, Status> {
         let revision = self.node.revision();
         let metrics = self.node.raft.metrics().borrow().clone();
-        let db_size = std::fs::metadata(self.node.data_dir.join(DATABASE_FILE))
-            .map(|metadata| i64::try_from(metadata.len()).unwrap_or(i64::MAX))
-            .unwrap_or_default();
+        let store = self.node.db.clone();
+        let size = Self::blocking(move || store.size()).await?;
+        let bytes = |bytes: u64| i64::try_from(bytes).unwrap_or(i64::MAX);
+        let errors = self
+            .node
+            .reader
+            .alarms()
+            .map_err(ApiError::from)?
+            .iter()
+            .map(alarm_text)
+            .collect();
         let is_learner = !metrics
             .membership_config
             .membership()
@@ -76,13 +111,13 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(StatusResponse {
             header: Some(self.node.header(revision)),
             version: ETCD_API_VERSION.to_string(),
-            db_size,
             leader: metrics.current_leader.unwrap_or_default(),
             raft_index: metrics.last_log_index.unwrap_or_default(),
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),
-            errors: Vec::new(),
-            db_size_in_use: db_size,
+            errors,
+            db_size: bytes(size.file_bytes),
+            db_size_in_use: bytes(size.in_use_bytes),
             is_learner,
             ..Default::default()
         }))
@@ -92,7 +127,24 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(unimplemented("Maintenance.Defragment"))
+        let store = self.node.db.clone();
+        let log = self.node.log_db.clone();
+        let started = std::time::Instant::now();
+        let before = store.file_size();
+        Self::blocking(move || {
+            store.defragment()?;
+            log.defragment()
+        })
+        .await?;
+        tracing::info!(
+            before,
+            after = self.node.db.file_size(),
+            took = ?started.elapsed(),
+            "defragmented the database"
+        );
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.node.header(self.node.revision())),
+        }))
     }
 
     async fn hash(&self, _request: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -123,14 +175,35 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Maintenance.Snapshot"))
+        let store = self.node.db.clone();
+        let dir = self.node.data_dir.clone();
+        let backup = Self::blocking(move || backup::write(&store, DEFAULT_GROUP, &dir)).await?;
+        tracing::info!(
+            revision = backup.revision,
+            bytes = backup.bytes,
+            "streaming a backup"
+        );
+        let header = self.node.header(backup.revision);
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || stream_backup(backup, header, &sender));
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
     }
 
     async fn move_leader(
         &self,
-        _request: Request<MoveLeaderRequest>,
+        request: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(unimplemented("Maintenance.MoveLeader"))
+        let target = request.into_inner().target_id;
+        transfer::move_leader(&self.node, target)
+            .await
+            .map_err(|error| match error {
+                TransferError::NotLeader => ApiError::NotLeader,
+                TransferError::BadTarget(_) => ApiError::BadLeaderTransferee,
+                TransferError::Timeout(_) => ApiError::LeaderTransferTimeout,
+            })?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.node.header(self.node.revision())),
+        }))
     }
 
     async fn downgrade(
@@ -139,4 +212,49 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<DowngradeResponse>, Status> {
         Err(unimplemented("Maintenance.Downgrade"))
     }
+}
+
+/// Bytes of backup data per Snapshot message (etcd's send buffer size).
+const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
+
+/// Sends `backup` in chunks until it ends or the client goes away.
+fn stream_backup(
+    mut backup: Backup,
+    header: ResponseHeader,
+    sender: &mpsc::Sender<Result<SnapshotResponse, Status>>,
+) {
+    let mut remaining = backup.bytes;
+    let mut header = Some(header);
+    while remaining > 0 {
+        let mut blob = vec![0u8; SNAPSHOT_CHUNK_BYTES.min(remaining as usize)];
+        let message = match backup.file.read_exact(&mut blob) {
+            Ok(()) => {
+                remaining -= blob.len() as u64;
+                Ok(SnapshotResponse {
+                    header: header.take(),
+                    remaining_bytes: remaining,
+                    blob,
+                    version: ETCD_API_VERSION.to_string(),
+                })
+            }
+            Err(error) => {
+                remaining = 0;
+                Err(Status::internal(format!(
+                    "etcdserver: reading the backup: {error}"
+                )))
+            }
+        };
+        if sender.blocking_send(message).is_err() {
+            return;
+        }
+    }
+}
+
+/// An alarm as etcd's Status lists it (the protobuf text form of `AlarmMember`).
+fn alarm_text(alarm: &synod_proto::etcdserverpb::AlarmMember) -> String {
+    let name = synod_proto::etcdserverpb::AlarmType::try_from(alarm.alarm).map_or_else(
+        |_| alarm.alarm.to_string(),
+        |kind| kind.as_str_name().to_string(),
+    );
+    format!("memberID:{} alarm:{} ", alarm.member_id, name)
 }

@@ -10,7 +10,7 @@ use synod_proto::synodpeer::raft_peer_server::RaftPeer;
 use synod_proto::synodpeer::{
     ForwardRequest, ForwardResponse, LeaseDeadline, LeaseRequest, MembershipRequest,
     MembershipResponse, NodeInfoRequest, NodeInfoResponse, PeerMember, RaftMessage,
-    ReadIndexRequest, ReadIndexResponse,
+    ReadIndexRequest, ReadIndexResponse, TimeoutNowRequest, TimeoutNowResponse,
 };
 use synod_storage::{NodeId, TypeConfig};
 use tonic::{Request, Response, Status};
@@ -115,6 +115,20 @@ impl RaftPeer for PeerService {
             }
             Err(ProposeError::Node(error)) => Err(Status::unavailable(error.to_string())),
         }
+    }
+
+    async fn timeout_now(
+        &self,
+        request: Request<TimeoutNowRequest>,
+    ) -> Result<Response<TimeoutNowResponse>, Status> {
+        check_group(request.into_inner().group_id)?;
+        self.node
+            .raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|error| Status::unavailable(error.to_string()))?;
+        Ok(Response::new(TimeoutNowResponse {}))
     }
 
     async fn read_index(

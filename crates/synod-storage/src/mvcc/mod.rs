@@ -9,8 +9,8 @@ pub mod write;
 
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase};
-use synod_proto::etcdserverpb::{RangeRequest, RangeResponse};
+use crate::database::Store;
+use synod_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 
 use crate::error::StoreError;
@@ -37,6 +37,9 @@ pub enum MvccError {
     /// A grant named a lease id that is taken.
     #[error("lease already exists")]
     LeaseExists,
+    /// A write met the NOSPACE alarm.
+    #[error("mvcc: database space exceeded")]
+    NoSpace,
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -57,6 +60,7 @@ impl MvccError {
             MvccError::LeaseNotFound => Some(ApplyErrorKind::LeaseNotFound),
             MvccError::KeyNotFound => Some(ApplyErrorKind::KeyNotFound),
             MvccError::LeaseExists => Some(ApplyErrorKind::LeaseExists),
+            MvccError::NoSpace => Some(ApplyErrorKind::NoSpace),
             MvccError::Store(_) => None,
         }
     }
@@ -66,13 +70,13 @@ impl MvccError {
 /// going through the log.
 #[derive(Clone)]
 pub struct MvccReader {
-    db: Arc<Database>,
+    db: Arc<Store>,
     group: GroupId,
 }
 
 impl MvccReader {
     /// A reader of `group` in `db`.
-    pub fn new(db: Arc<Database>, group: GroupId) -> Self {
+    pub fn new(db: Arc<Store>, group: GroupId) -> Self {
         Self { db, group }
     }
 
@@ -157,6 +161,12 @@ impl MvccReader {
             }
         }
         Ok((hasher.finalize(), upto, compacted))
+    }
+
+    /// The alarms raised in the cluster.
+    pub fn alarms(&self) -> Result<Vec<AlarmMember>, StoreError> {
+        let txn = self.db.begin_read()?;
+        crate::alarm::read(&txn.open_table(SM_META)?, self.group)
     }
 
     /// The TTL a lease was granted with, if it exists.

@@ -6,6 +6,7 @@ pub mod kv;
 pub mod lease;
 pub mod lock;
 pub mod serve;
+pub mod snapshot;
 pub mod watch;
 
 use clap::{Parser, Subcommand};
@@ -41,4 +42,10 @@ pub enum Command {
     Lock(lock::LockFlags),
     /// Campaign for leadership, or follow an election's leader.
     Elect(elect::ElectFlags),
+    /// Save a consistent backup of a running cluster, or restore one into a new
+    /// data dir to seed a new cluster.
+    Snapshot(snapshot::SnapshotFlags),
+    /// Drive load through the etcd v3 API (against synod or etcd) and report
+    /// operations per second and latency percentiles.
+    Bench(synod_bench::BenchArgs),
 }

@@ -91,6 +91,23 @@ pub struct ServeFlags {
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     max_request_bytes: usize,
 
+    /// Space quota in bytes: when a write would grow the database past it, writes
+    /// stop with the NOSPACE alarm until space is freed (compact, defrag, `alarm
+    /// disarm`). 0 means the default (2 GiB); a negative value disables it.
+    #[arg(
+        long,
+        env = "ETCD_QUOTA_BACKEND_BYTES",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    quota_backend_bytes: i64,
+
+    /// Bytes of the database's page cache (synod's own flag). Reads that miss it
+    /// are served from the OS page cache; a bigger cache trades memory for fewer
+    /// copies.
+    #[arg(long, env = "SYNOD_BACKEND_CACHE_BYTES", default_value_t = synod_storage::DEFAULT_CACHE_BYTES)]
+    backend_cache_bytes: usize,
+
     /// Most operations in one transaction branch.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
@@ -161,6 +178,7 @@ impl ServeFlags {
             election_timeout: Duration::from_millis(self.election_timeout),
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             unsafe_skip_read_index: self.unsafe_skip_read_index,
+            backend_cache_bytes: self.backend_cache_bytes,
             peer_source_address: self.peer_source_address,
             limits: Limits {
                 request_bytes_max: self.max_request_bytes,
@@ -168,6 +186,7 @@ impl ServeFlags {
                 lease_ttl_min_seconds: Limits::lease_ttl_min_for(Duration::from_millis(
                     self.election_timeout,
                 )),
+                backend_quota_bytes: Limits::backend_quota_for(self.quota_backend_bytes),
             },
             name: self.name,
             data_dir: self.data_dir,

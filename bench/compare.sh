@@ -1,0 +1,387 @@
+#!/usr/bin/env bash
+# Compares synod with etcd on this machine: the same load generator (`synod bench`,
+# which speaks the etcd v3 API) runs the same workloads against a 3-member etcd
+# cluster and a 3-member synod cluster, one cluster at a time, in alternating rounds;
+# then each cluster is loaded with LOAD_KEYS keys and its memory and disk use are
+# recorded. See bench/README.md for what each workload does and how to read the
+# table.
+#
+# Quick smoke run:  CLIENTS="1 16" DURATION=2s ROUNDS=1 LOAD_KEYS=20000 bash bench/compare.sh
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+# ---- settings (environment overrides) ----------------------------------------
+CLIENTS=${CLIENTS:-"1 16 128 512"}          # client counts, each a separate run
+WORKLOADS=${WORKLOADS:-"put get-lin get-ser txn-cas lock lease watch-latency"}
+SYSTEMS=${SYSTEMS:-"etcd synod"}             # run order within a round: A B, A B, ...
+DURATION=${DURATION:-10s}                    # measured time per run
+WARMUP=${WARMUP:-2s}                         # unmeasured load before each run
+ROUNDS=${ROUNDS:-2}                          # rounds per system; the table keeps the best
+KEY_SPACE=${KEY_SPACE:-10000}                # keys the key workloads pick from
+VALUE_SIZE=${VALUE_SIZE:-256}                # bytes per written value
+CONNS=${CONNS:-}                             # --conns (empty: synod bench's default)
+LOAD_KEYS=${LOAD_KEYS:-1000000}              # keys loaded for the footprint (0 skips it)
+LOAD_CLIENTS=${LOAD_CLIENTS:-128}            # clients doing that load
+RESULTS=${RESULTS:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}
+SKIP_BUILD=${SKIP_BUILD:-0}                  # 1: use the synod binary as it is
+SYNOD=${SYNOD:-$ROOT/target/release/synod}
+ETCD=${ETCD:-/usr/bin/etcd}
+ETCDCTL=${ETCDCTL:-/usr/bin/etcdctl}
+READY_TIMEOUT_S=${READY_TIMEOUT_S:-60}       # how long a cluster may take to be healthy
+
+# Neither server nor etcdctl may pick up settings from the caller's environment.
+while read -r name; do unset "$name"; done < <(compgen -e | grep -E '^(ETCD|ETCDCTL|SYNOD)_' || true)
+
+log() { printf '[compare %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# ---- processes: every one started is recorded and killed on exit -------------
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/synod-compare.XXXXXX")
+declare -a STARTED_PIDS=()
+
+stop_pids() {
+  local pid deadline
+  for pid in "$@"; do kill -TERM "$pid" 2>/dev/null || true; done
+  deadline=$((SECONDS + 15))
+  for pid in "$@"; do
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "pid $pid did not stop on SIGTERM within 15 s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+}
+
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  if [ "${#STARTED_PIDS[@]}" -gt 0 ]; then stop_pids "${STARTED_PIDS[@]}"; fi
+  if [ "${KEEP_WORK:-0}" = 1 ]; then
+    log "kept the clusters' data and logs in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---- dependencies -------------------------------------------------------------
+install_dependencies() {
+  local missing=()
+  [ -x "$ETCD" ] || missing+=(etcd-server)
+  [ -x "$ETCDCTL" ] || missing+=(etcd-client)
+  command -v jq >/dev/null 2>&1 || missing+=(jq)
+  [ "${#missing[@]}" -eq 0 ] && return
+  [ "$(id -u)" -eq 0 ] || die "need root to install ${missing[*]} (apt-get install -y ${missing[*]})"
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # The package may start a system etcd on 2379/2380; this script runs its own.
+  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet etcd 2>/dev/null; then
+    systemctl stop etcd || true
+    systemctl disable etcd || true
+  fi
+  [ -x "$ETCD" ] || die "$ETCD is still missing after installing etcd-server"
+}
+
+# ---- ports: below the kernel's ephemeral range, and free when picked -----------
+NEXT_PORT=$((20000 + RANDOM % 10000))
+take_port() { # sets PORT
+  local tries=0
+  while :; do
+    NEXT_PORT=$((NEXT_PORT + 1))
+    [ "$NEXT_PORT" -lt 32000 ] || NEXT_PORT=20000
+    tries=$((tries + 1))
+    [ "$tries" -lt 12000 ] || die "no free loopback port found"
+    if ! ss -Htan "( sport = :$NEXT_PORT )" 2>/dev/null | grep -q .; then
+      PORT=$NEXT_PORT
+      return
+    fi
+  done
+}
+
+# ---- clusters -------------------------------------------------------------------
+# start_cluster SYSTEM TAG: starts 3 members in $WORK/TAG and waits until healthy.
+# Sets MEMBER_PIDS, MEMBER_DIRS, MEMBER_LOGS and ENDPOINTS.
+start_cluster() {
+  local system=$1 tag=$2 i cluster="" binary
+  local -a client_ports=() peer_ports=()
+  MEMBER_PIDS=() MEMBER_DIRS=() MEMBER_LOGS=()
+  for i in 0 1 2; do
+    take_port; client_ports[i]=$PORT
+    take_port; peer_ports[i]=$PORT
+    cluster+="${cluster:+,}m$i=http://127.0.0.1:${peer_ports[i]}"
+  done
+  case $system in
+    etcd) binary=$ETCD ;;
+    synod) binary=$SYNOD ;;
+    *) die "unknown system $system (SYSTEMS may hold etcd and synod)" ;;
+  esac
+  mkdir -p "$WORK/$tag"
+  ENDPOINTS=""
+  for i in 0 1 2; do
+    local client_url="http://127.0.0.1:${client_ports[i]}"
+    local peer_url="http://127.0.0.1:${peer_ports[i]}"
+    local -a args=(--name "m$i" --data-dir "$WORK/$tag/m$i"
+      --listen-client-urls "$client_url" --advertise-client-urls "$client_url"
+      --listen-peer-urls "$peer_url" --initial-advertise-peer-urls "$peer_url"
+      --initial-cluster "$cluster" --initial-cluster-token "bench-$tag"
+      --initial-cluster-state new)
+    if [ "$system" = synod ]; then args=(serve "${args[@]}"); fi
+    "$binary" "${args[@]}" >"$WORK/$tag/m$i.log" 2>&1 &
+    STARTED_PIDS+=($!)
+    MEMBER_PIDS+=($!)
+    MEMBER_DIRS+=("$WORK/$tag/m$i")
+    MEMBER_LOGS+=("$WORK/$tag/m$i.log")
+    ENDPOINTS+="${ENDPOINTS:+,}127.0.0.1:${client_ports[i]}"
+  done
+  wait_healthy "$system" "$tag"
+}
+
+wait_healthy() {
+  local system=$1 tag=$2 deadline=$((SECONDS + READY_TIMEOUT_S)) i
+  while :; do
+    for i in 0 1 2; do
+      if ! kill -0 "${MEMBER_PIDS[i]}" 2>/dev/null; then
+        tail -n 30 "${MEMBER_LOGS[i]}" >&2 || true
+        die "$system member m$i exited during startup (log above: ${MEMBER_LOGS[i]})"
+      fi
+    done
+    if ETCDCTL_API=3 "$ETCDCTL" --endpoints="$ENDPOINTS" --dial-timeout=2s \
+      --command-timeout=3s endpoint health >/dev/null 2>&1; then
+      log "$system cluster $tag healthy at $ENDPOINTS"
+      return
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      for i in 0 1 2; do tail -n 20 "${MEMBER_LOGS[i]}" >&2 || true; done
+      die "$system cluster $tag not healthy within ${READY_TIMEOUT_S}s (logs above)"
+    fi
+    sleep 0.3
+  done
+}
+
+stop_cluster() {
+  local tag=$1 i pid
+  stop_pids "${MEMBER_PIDS[@]}"
+  local -a still=()
+  for pid in "${STARTED_PIDS[@]}"; do
+    case " ${MEMBER_PIDS[*]} " in *" $pid "*) ;; *) still+=("$pid") ;; esac
+  done
+  STARTED_PIDS=("${still[@]+"${still[@]}"}")
+  mkdir -p "$RESULTS/logs"
+  for i in 0 1 2; do
+    tail -n 300 "${MEMBER_LOGS[i]}" >"$RESULTS/logs/$tag-m$i.log" 2>/dev/null || true
+  done
+  rm -rf "${WORK:?}/$tag"
+}
+
+# ---- benchmark runs -----------------------------------------------------------------
+# The arguments `synod bench` gets for a workload name of this script.
+workload_args() {
+  case $1 in
+    lock-shared) echo "lock --lock-mode shared" ;;
+    put | get-lin | get-ser | txn-cas | lock | lease | watch-latency) echo "$1" ;;
+    *) die "unknown workload $1" ;;
+  esac
+}
+
+# bench SYSTEM ROUND NAME CLIENTS: one run; appends its JSON line to raw.jsonl.
+bench() {
+  local system=$1 round=$2 name=$3 clients=$4 line
+  local -a args
+  read -r -a args <<<"$(workload_args "$name")"
+  args+=(--endpoints "$ENDPOINTS" --clients "$clients" --duration "$DURATION"
+    --warmup "$WARMUP" --key-space "$KEY_SPACE" --value-size "$VALUE_SIZE"
+    --json --label "$system round $round")
+  if [ -n "$CONNS" ]; then args+=(--conns "$CONNS"); fi
+  if ! line=$("$SYNOD" bench "${args[@]}" 2>>"$RESULTS/bench-stderr.log"); then
+    log "$system round $round: $name with $clients clients FAILED (see $RESULTS/bench-stderr.log)"
+    jq -cn --arg system "$system" --argjson round "$round" --arg name "$name" \
+      --argjson clients "$clients" \
+      '{system: $system, round: $round, name: $name, workload: $name, clients: $clients,
+        ops: 0, errors: 1, ops_per_sec: 0, p99_us: null, first_error: "synod bench failed"}' \
+      >>"$RAW"
+    return
+  fi
+  line=$(jq -c --arg system "$system" --argjson round "$round" --arg name "$name" \
+    '. + {system: $system, round: $round, name: $name}' <<<"$line")
+  echo "$line" >>"$RAW"
+  jq -r '"    \(.name) clients=\(.clients): \(.ops_per_sec | floor) ops/s, p99 \(.p99_us) us, \(.errors) errors"
+    + (if .first_error then " (first: \(.first_error))" else "" end)' <<<"$line" >&2
+}
+
+# Writes the key space once so the read workloads read keys that exist.
+fill_keys() {
+  "$SYNOD" bench put --endpoints "$ENDPOINTS" --clients 64 --total "$KEY_SPACE" \
+    --key-space "$KEY_SPACE" --sequential-keys --value-size "$VALUE_SIZE" --json \
+    --label fill >/dev/null 2>>"$RESULTS/bench-stderr.log" ||
+    die "filling $KEY_SPACE keys failed (see $RESULTS/bench-stderr.log)"
+}
+
+run_round() {
+  local system=$1 round=$2 tag="$1-round$2" name clients
+  log "round $round: $system"
+  start_cluster "$system" "$tag"
+  fill_keys
+  for name in $WORKLOADS; do
+    for clients in $CLIENTS; do
+      bench "$system" "$round" "$name" "$clients"
+    done
+  done
+  stop_cluster "$tag"
+}
+
+# ---- footprint: memory and disk after loading LOAD_KEYS keys ------------------------
+wait_members_agree() {
+  local deadline=$((SECONDS + 120)) revisions
+  while :; do
+    revisions=$(ETCDCTL_API=3 "$ETCDCTL" --endpoints="$ENDPOINTS" --dial-timeout=2s \
+      --command-timeout=5s endpoint status -w json 2>/dev/null |
+      jq -r '[.[].Status.header.revision] | unique | length' 2>/dev/null || echo 0)
+    [ "$revisions" = 1 ] && return
+    [ "$SECONDS" -lt "$deadline" ] || { log "members still disagree on the revision; measuring anyway"; return; }
+    sleep 0.5
+  done
+}
+
+footprint() {
+  local system=$1 tag="$1-footprint" i line rss anon disk
+  log "footprint: $system, loading $LOAD_KEYS keys of $VALUE_SIZE bytes with $LOAD_CLIENTS clients"
+  start_cluster "$system" "$tag"
+  if ! line=$("$SYNOD" bench put --endpoints "$ENDPOINTS" --clients "$LOAD_CLIENTS" \
+    --total "$LOAD_KEYS" --key-space "$LOAD_KEYS" --sequential-keys --key-prefix load/ \
+    --value-size "$VALUE_SIZE" --json --label "$system load" 2>>"$RESULTS/bench-stderr.log"); then
+    die "loading $LOAD_KEYS keys into $system failed (see $RESULTS/bench-stderr.log)"
+  fi
+  wait_members_agree
+  sleep 2
+  local -a rss_kb=() anon_kb=() disk_kb=()
+  for i in 0 1 2; do
+    rss=$(awk '/^VmRSS:/ {print $2}' "/proc/${MEMBER_PIDS[i]}/status")
+    anon=$(awk '/^RssAnon:/ {print $2}' "/proc/${MEMBER_PIDS[i]}/status")
+    disk=$(du -sk "${MEMBER_DIRS[i]}" | awk '{print $1}')
+    rss_kb+=("$rss") anon_kb+=("$anon") disk_kb+=("$disk")
+  done
+  jq -cn --arg system "$system" --argjson keys "$LOAD_KEYS" --argjson value_size "$VALUE_SIZE" \
+    --argjson load "$line" \
+    --argjson rss "[${rss_kb[0]},${rss_kb[1]},${rss_kb[2]}]" \
+    --argjson anon "[${anon_kb[0]},${anon_kb[1]},${anon_kb[2]}]" \
+    --argjson disk "[${disk_kb[0]},${disk_kb[1]},${disk_kb[2]}]" \
+    '{system: $system, keys: $keys, value_size: $value_size,
+      load_ops_per_sec: $load.ops_per_sec, load_errors: $load.errors,
+      rss_kb: $rss, rss_kb_total: ($rss | add), rss_anon_kb: $anon,
+      rss_anon_kb_total: ($anon | add), disk_kb: $disk, disk_kb_total: ($disk | add)}' \
+    >>"$FOOTPRINT"
+  stop_cluster "$tag"
+}
+
+# ---- the table --------------------------------------------------------------------
+# best SYSTEM NAME CLIENTS -> "ops/s p99_us errors" over the rounds: the highest
+# ops/s and the lowest p99 (each the best of the rounds), and the errors summed.
+best() {
+  jq -s -r --arg system "$1" --arg name "$2" --argjson clients "$3" '
+    [.[] | select(.system == $system and .name == $name and .clients == $clients)]
+    | if length == 0 then "- - 0" else
+        "\(map(.ops_per_sec) | max) \(map(.p99_us // empty) | min // "-") \(map(.errors) | add)"
+      end' "$RAW"
+}
+
+ms() { # microseconds -> "1.23ms", or - if missing
+  if [ "$1" = - ] || [ "$1" = null ]; then echo -; else awk -v us="$1" 'BEGIN {printf "%.2fms", us / 1000}'; fi
+}
+
+ratio() { # a / b, or - if either is missing or b is 0
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
+}
+
+print_table() {
+  local name clients e s eo ep ee so sp se note
+  printf '%-14s %7s %12s %12s %7s %10s %10s %7s  %s\n' workload clients "etcd ops/s" \
+    "synod ops/s" ratio "etcd p99" "synod p99" "p99 x" notes
+  for name in $WORKLOADS; do
+    for clients in $CLIENTS; do
+      e=$(best etcd "$name" "$clients")
+      s=$(best synod "$name" "$clients")
+      read -r eo ep ee <<<"$e"
+      read -r so sp se <<<"$s"
+      note=""
+      [ "$ee" = 0 ] || note+="etcd: $ee errors; "
+      [ "$se" = 0 ] || note+="synod: $se errors; "
+      printf '%-14s %7s %12s %12s %7s %10s %10s %7s  %s\n' "$name" "$clients" \
+        "$(awk -v v="$eo" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }')" \
+        "$(awk -v v="$so" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }')" \
+        "$(ratio "$so" "$eo")" "$(ms "$ep")" "$(ms "$sp")" "$(ratio "$sp" "$ep")" "$note"
+    done
+  done
+}
+
+print_footprint() {
+  [ -s "$FOOTPRINT" ] || return 0
+  echo
+  echo "Footprint after loading $LOAD_KEYS keys of $VALUE_SIZE bytes (3 members; MiB):"
+  printf '%-6s %10s  %-26s %8s %9s  %-26s %8s\n' system "load op/s" "RSS per member" "RSS sum" \
+    "anon sum" "disk per member" "disk sum"
+  jq -r '[.system, (.load_ops_per_sec | floor),
+          (.rss_kb | map(. / 1024 | floor | tostring) | join(" / ")), (.rss_kb_total / 1024 | floor),
+          (.rss_anon_kb_total / 1024 | floor),
+          (.disk_kb | map(. / 1024 | floor | tostring) | join(" / ")), (.disk_kb_total / 1024 | floor)]
+         | @tsv' "$FOOTPRINT" |
+    while IFS=$'\t' read -r system load rss rss_sum anon disk disk_sum; do
+      printf '%-6s %10s  %-26s %8s %9s  %-26s %8s\n' "$system" "$load" "$rss" "$rss_sum" \
+        "$anon" "$disk" "$disk_sum"
+    done
+}
+
+# ---- main ------------------------------------------------------------------------
+main() {
+  install_dependencies
+  if [ "$SKIP_BUILD" != 1 ]; then
+    log "building synod (release)"
+    cargo build --release -p synod
+  fi
+  [ -x "$SYNOD" ] || die "$SYNOD is missing (build it, or set SYNOD=path)"
+  for name in $WORKLOADS; do workload_args "$name" >/dev/null; done
+
+  mkdir -p "$RESULTS"
+  RAW=$RESULTS/raw.jsonl
+  FOOTPRINT=$RESULTS/footprint.jsonl
+  : >"$RAW"
+  : >"$FOOTPRINT"
+  {
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "etcd: $("$ETCD" --version | head -n 1)"
+    echo "synod: $("$SYNOD" --version) ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown))"
+    echo "cpus: $(nproc), memory: $(awk '/^MemTotal:/ {print $2 " kB"}' /proc/meminfo)"
+    echo "CLIENTS=$CLIENTS WORKLOADS=$WORKLOADS SYSTEMS=$SYSTEMS DURATION=$DURATION"
+    echo "WARMUP=$WARMUP ROUNDS=$ROUNDS KEY_SPACE=$KEY_SPACE VALUE_SIZE=$VALUE_SIZE CONNS=${CONNS:-default}"
+    echo "LOAD_KEYS=$LOAD_KEYS LOAD_CLIENTS=$LOAD_CLIENTS"
+  } >"$RESULTS/settings.txt"
+  log "results go to $RESULTS"
+
+  local round system
+  for round in $(seq 1 "$ROUNDS"); do
+    for system in $SYSTEMS; do
+      run_round "$system" "$round"
+    done
+  done
+  if [ "$LOAD_KEYS" -gt 0 ]; then
+    for system in $SYSTEMS; do footprint "$system"; done
+  fi
+
+  {
+    echo "synod vs etcd: 3 members each on 127.0.0.1, $DURATION per run after $WARMUP warm-up,"
+    echo "best of $ROUNDS round(s) (highest ops/s, lowest p99). ratio = synod/etcd ops/s"
+    echo "(above 1: synod faster); p99 x = synod p99 / etcd p99 (below 1: synod lower)."
+    echo
+    print_table
+    print_footprint
+  } | tee "$RESULTS/summary.txt"
+  log "raw results: $RAW; summary: $RESULTS/summary.txt"
+}
+
+main "$@"
