@@ -45,24 +45,20 @@ pub enum BenchError {
 /// error: Connection refused (os error 111)": tonic's top-level messages alone are
 /// too vague to act on.
 pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        let message = inner.to_string();
-        if !text.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        cause = inner.source();
-    }
-    text
+    with_causes(error.to_string(), error.source())
 }
 
 /// A gRPC status as one line: its code and message ("Unavailable: etcdserver: no
 /// leader"), with the transport cause when there is one.
 pub fn describe_status(status: &tonic::Status) -> String {
-    let mut text = format!("{:?}: {}", status.code(), status.message());
-    let mut cause = std::error::Error::source(status);
+    with_causes(
+        format!("{:?}: {}", status.code(), status.message()),
+        std::error::Error::source(status),
+    )
+}
+
+/// `text` followed by each message of the `cause` chain it does not already say.
+fn with_causes(mut text: String, mut cause: Option<&(dyn std::error::Error + 'static)>) -> String {
     while let Some(inner) = cause {
         let message = inner.to_string();
         if !text.contains(&message) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::ChangeMembers;
+use openraft::{ChangeMembers, RaftMetrics};
 use serde::{Deserialize, Serialize};
 use synod_proto::synodpeer::RaftMessage;
 use synod_storage::{MemberNode, NodeId};
@@ -160,13 +160,10 @@ impl Node {
     /// decides when the change reaches it.
     fn learner_in_sync(&self, id: NodeId) -> bool {
         let metrics = self.raft.metrics().borrow().clone();
-        let (Some(replication), Some(last)) = (&metrics.replication, metrics.last_log_index) else {
+        let (true, Some(last)) = (metrics.replication.is_some(), metrics.last_log_index) else {
             return true;
         };
-        let matched = replication
-            .get(&id)
-            .and_then(|matched| matched.as_ref().map(|log_id| log_id.index))
-            .unwrap_or(0);
+        let matched = matched_index(&metrics, id).unwrap_or(0);
         matched.saturating_mul(10) >= last.saturating_mul(9)
     }
 
@@ -197,6 +194,17 @@ impl Node {
 /// Entries a learner may lag the leader's log by and still count as caught up.
 const CAUGHT_UP_LAG_ENTRIES: u64 = 64;
 
+/// The last log index the leader knows member `id` holds: `None` when this member
+/// does not lead (only a leader tracks replication) or has no match for `id` yet.
+pub fn matched_index(metrics: &RaftMetrics<NodeId, MemberNode>, id: NodeId) -> Option<u64> {
+    metrics
+        .replication
+        .as_ref()?
+        .get(&id)?
+        .as_ref()
+        .map(|log_id| log_id.index)
+}
+
 /// How long a membership answer waits for this member to apply the change.
 const MEMBERSHIP_CATCH_UP: Duration = Duration::from_secs(2);
 
@@ -214,10 +222,8 @@ pub async fn promote_when_caught_up(node: Arc<Node>, id: NodeId) {
         if membership.get_node(&id).is_none() || membership.voter_ids().any(|voter| voter == id) {
             return;
         }
-        let caught_up = match (&metrics.replication, metrics.last_log_index) {
-            (Some(replication), Some(last)) => replication
-                .get(&id)
-                .and_then(|matched| matched.as_ref().map(|log_id| log_id.index))
+        let caught_up = match (metrics.replication.is_some(), metrics.last_log_index) {
+            (true, Some(last)) => matched_index(&metrics, id)
                 .is_some_and(|matched| matched + CAUGHT_UP_LAG_ENTRIES >= last),
             // Not the leader: it cannot tell; leave the decision to the leader's view.
             _ => metrics

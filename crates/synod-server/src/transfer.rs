@@ -13,6 +13,7 @@ use std::time::Duration;
 use synod_proto::synodpeer::TimeoutNowRequest;
 use tokio::time::Instant;
 
+use crate::membership::matched_index;
 use crate::node::{Node, DEFAULT_GROUP};
 use synod_storage::NodeId;
 
@@ -101,12 +102,8 @@ async fn wait_caught_up(
         .wait(Some(deadline.saturating_duration_since(Instant::now())))
         .metrics(
             |metrics| {
-                let matched = metrics
-                    .replication
-                    .as_ref()
-                    .and_then(|replication| replication.get(&target).cloned())
-                    .flatten();
-                matched.is_some() && matched.map(|log_id| log_id.index) == metrics.last_log_index
+                matched_index(metrics, target)
+                    .is_some_and(|matched| Some(matched) == metrics.last_log_index)
             },
             "transfer target caught up",
         )
