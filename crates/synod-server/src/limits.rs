@@ -46,10 +46,6 @@ impl Default for Limits {
     }
 }
 
-/// Page cache of the Raft log's database: replication reads recent entries, which
-/// are mostly still in memory.
-pub const LOG_CACHE_BYTES: usize = 32 * 1024 * 1024;
-
 /// etcd's default space quota: 2 GiB.
 pub const DEFAULT_BACKEND_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 

@@ -72,8 +72,6 @@ pub struct Node {
     pub reader: MvccReader,
     /// The node's database: the store and everything but the Raft log.
     pub db: Arc<Store>,
-    /// The Raft log's database.
-    pub log_db: Arc<Store>,
     /// The data dir.
     pub data_dir: PathBuf,
     /// Request bounds.

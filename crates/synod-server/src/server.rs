@@ -23,8 +23,8 @@ use synod_proto::v3electionpb::election_server::ElectionServer;
 use synod_proto::v3lockpb::lock_server::LockServer;
 use synod_storage::mvcc::MvccReader;
 use synod_storage::{
-    member_attributes, open_database, LogStore, MemberNode, NodeId, StateMachine, DATABASE_FILE,
-    LOG_DATABASE_FILE,
+    member_attributes, open_database, LogLimits, LogStore, MemberNode, NodeId, StateMachine,
+    DATABASE_FILE, LEGACY_LOG_DATABASE_FILE, LOG_DIR,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -44,8 +44,8 @@ use crate::identity::{self, Identity, IdentityError};
 use crate::join::{self, JoinError};
 use crate::lease::{run_keeper, LeaseKeeper};
 use crate::limits::{
-    CLIENT_MESSAGE_BYTES_MAX, GRPC_OVERHEAD_BYTES, LOG_CACHE_BYTES, PEER_MESSAGE_BYTES_MAX,
-    REPLICATION_ENTRIES_MAX, SHUTDOWN_GRACE, SNAPSHOT_CHUNK_BYTES,
+    CLIENT_MESSAGE_BYTES_MAX, GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX,
+    SHUTDOWN_GRACE, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
 use crate::proposal::Proposals;
@@ -151,13 +151,17 @@ pub async fn run(
         reason,
     };
     std::fs::create_dir_all(&config.data_dir).map_err(|error| data_dir_error(error.to_string()))?;
+    if config.data_dir.join(LEGACY_LOG_DATABASE_FILE).exists() {
+        return Err(data_dir_error(format!(
+            "it holds a Raft log ({LEGACY_LOG_DATABASE_FILE}) in the format of an earlier synod; \
+             save a backup with that version (synod snapshot save) and restore it into a new data dir"
+        )));
+    }
     let db = open_database(
         &config.data_dir.join(DATABASE_FILE),
         config.backend_cache_bytes,
     )
     .map_err(|error| data_dir_error(error.to_string()))?;
-    let log_db = open_database(&config.data_dir.join(LOG_DATABASE_FILE), LOG_CACHE_BYTES)
-        .map_err(|error| data_dir_error(error.to_string()))?;
 
     let members: BTreeMap<NodeId, MemberNode> = config
         .initial_cluster
@@ -209,7 +213,14 @@ pub async fn run(
     )
     .map_err(|error| data_dir_error(error.to_string()))?;
     let applied = state_machine.subscribe();
-    let mut log_store = LogStore::new(log_db.clone(), DEFAULT_GROUP);
+    let mut log_store = LogStore::open(
+        &config
+            .data_dir
+            .join(LOG_DIR)
+            .join(format!("group-{DEFAULT_GROUP}")),
+        LogLimits::default(),
+    )
+    .map_err(|error| data_dir_error(error.to_string()))?;
     let recovered_log_index = log_store
         .get_log_state()
         .await
@@ -238,7 +249,6 @@ pub async fn run(
         raft: raft.clone(),
         reader: MvccReader::new(db.clone(), DEFAULT_GROUP),
         db: db.clone(),
-        log_db,
         data_dir: config.data_dir.clone(),
         limits: config.limits,
         unsafe_skip_read_index: config.unsafe_skip_read_index,

@@ -12,17 +12,18 @@ use redb::{
 };
 
 use crate::error::{StoreError, StoreResult};
-use crate::tables::{
-    IDENTITY, KV, LEASES, LEASE_KEYS, MEMBERS, RAFT_LOG, RAFT_META, REVISIONS, SM_META,
-};
+use crate::tables::{IDENTITY, KV, LEASES, LEASE_KEYS, MEMBERS, REVISIONS, SM_META};
 
 /// File name of the database inside the data dir: the store, its history, leases,
 /// members and identity.
 pub const DATABASE_FILE: &str = "synod.redb";
 
-/// File name of the Raft log's database inside the data dir. A file of its own so
-/// that the fsync of an append flushes only log pages, not the store's.
-pub const LOG_DATABASE_FILE: &str = "raft-log.redb";
+/// File name of the Raft log's database in the data dirs of synod before the log
+/// became a write-ahead log of its own; such a data dir is refused, not misread.
+pub const LEGACY_LOG_DATABASE_FILE: &str = "raft-log.redb";
+
+/// Directory of the Raft logs inside the data dir, one subdirectory per group.
+pub const LOG_DIR: &str = "wal";
 
 /// Default size of redb's page cache. Reads that miss it go to the OS page cache,
 /// so a modest cache keeps a node's memory small without costing much speed.
@@ -63,8 +64,6 @@ pub fn open_database(path: &Path, cache_bytes: usize) -> StoreResult<Arc<Store>>
 fn create_tables(db: &Database) -> StoreResult<()> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
-    txn.open_table(RAFT_LOG)?;
-    txn.open_table(RAFT_META)?;
     txn.open_table(KV)?;
     txn.open_table(REVISIONS)?;
     txn.open_table(SM_META)?;
@@ -163,8 +162,6 @@ impl Store {
             .create(&copy_path)?;
         let mut target = copy.begin_write()?;
         target.set_durability(Durability::Immediate)?;
-        copy_table(&source, &target, RAFT_LOG)?;
-        copy_table(&source, &target, RAFT_META)?;
         copy_table(&source, &target, KV)?;
         copy_table(&source, &target, REVISIONS)?;
         copy_table(&source, &target, SM_META)?;

@@ -1,5 +1,5 @@
-//! synod's storage: the Raft log and the MVCC state machine, both in one redb
-//! database per node, keyed by Raft group.
+//! synod's storage: the Raft log, a write-ahead log per Raft group, and the MVCC
+//! state machine, in one redb database per node keyed by Raft group.
 //!
 //! No networking lives here. The node (`synod-server`) hands committed entries to
 //! [`StateMachine`] through openraft and serves reads with [`mvcc::MvccReader`].
@@ -17,9 +17,10 @@ pub mod tables;
 pub mod types;
 
 pub use database::{
-    open_database, Store, StoreSize, DATABASE_FILE, DEFAULT_CACHE_BYTES, LOG_DATABASE_FILE,
+    open_database, Store, StoreSize, DATABASE_FILE, DEFAULT_CACHE_BYTES, LEGACY_LOG_DATABASE_FILE,
+    LOG_DIR,
 };
 pub use error::{StoreError, StoreResult};
-pub use log_store::LogStore;
+pub use log_store::{LogLimits, LogStore};
 pub use state_machine::{member_attributes, Applied, StateMachine};
 pub use types::{Command, CommandResult, GroupId, MemberNode, NodeId, TypeConfig};

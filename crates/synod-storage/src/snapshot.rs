@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
 use crate::mvcc::write::read_counter;
-use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, MEMBERS, RAFT_LOG, REVISIONS, SM_META};
+use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, MEMBERS, REVISIONS, SM_META};
 use crate::types::{GroupId, LogId, StoredMembership};
 use synod_proto::etcdserverpb::AlarmMember;
 
@@ -319,7 +319,7 @@ pub fn backup(db: &Store, group: GroupId, out: &mut impl Write) -> StoreResult<i
 pub fn restore(db: &Store, group: GroupId, input: &mut impl Read) -> StoreResult<Restored> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
-    if txn.open_table(KV)?.first()?.is_some() || txn.open_table(RAFT_LOG)?.first()?.is_some() {
+    if txn.open_table(KV)?.first()?.is_some() {
         return Err(StoreError::Corrupt(
             "refusing to restore into a database that already holds data".into(),
         ));

@@ -3,12 +3,6 @@
 
 use redb::TableDefinition;
 
-/// Raft log entries: (group, index) → postcard-encoded entry.
-pub const RAFT_LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("raft_log");
-
-/// Raft hard state: (group, name) → postcard value. Names are in [`raft_meta`].
-pub const RAFT_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("raft_meta");
-
 /// Every version of every key: (group, key, main revision, sub revision) → record.
 /// Ordered by key, then revision, so "latest version at revision R" is one lookup.
 pub const KV: TableDefinition<(u64, &[u8], i64, i64), &[u8]> = TableDefinition::new("kv");
@@ -32,16 +26,6 @@ pub const MEMBERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("me
 
 /// Node identity, written once when the data dir is created: name → bytes.
 pub const IDENTITY: TableDefinition<&str, &[u8]> = TableDefinition::new("identity");
-
-/// Names of [`RAFT_META`] rows.
-pub mod raft_meta {
-    /// The last vote this node cast or saw.
-    pub const VOTE: &str = "vote";
-    /// The highest log id known to be committed.
-    pub const COMMITTED: &str = "committed";
-    /// The last log id removed from the log.
-    pub const LAST_PURGED: &str = "last_purged";
-}
 
 /// Names of [`SM_META`] rows.
 pub mod sm_meta {

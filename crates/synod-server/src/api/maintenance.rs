@@ -128,14 +128,9 @@ impl Maintenance for MaintenanceService {
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         let store = self.node.db.clone();
-        let log = self.node.log_db.clone();
         let started = std::time::Instant::now();
         let before = store.file_size();
-        Self::blocking(move || {
-            store.defragment()?;
-            log.defragment()
-        })
-        .await?;
+        Self::blocking(move || store.defragment()).await?;
         tracing::info!(
             before,
             after = self.node.db.file_size(),

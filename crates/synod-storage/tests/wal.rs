@@ -1,0 +1,164 @@
+//! The write-ahead Raft log across restarts: what it keeps, how it recovers from a
+//! write a crash cut short, and what damage it refuses.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, Vote};
+use synod_storage::{LogLimits, LogStore, StoreError};
+
+type Entry = openraft::Entry<synod_storage::TypeConfig>;
+type LogId = openraft::LogId<u64>;
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Tiny segments and no cache: every test crosses segment files and reads entries
+/// back from disk.
+const SMALL: LogLimits = LogLimits {
+    cache_bytes: 0,
+    segment_bytes: 256,
+};
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn entries(term: u64, indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry> {
+    indexes
+        .map(|index| Entry {
+            log_id: log_id(term, index),
+            payload: EntryPayload::Blank,
+        })
+        .collect()
+}
+
+fn segments(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = fs::read_dir(dir)?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<std::io::Result<_>>()?;
+    paths.sort();
+    Ok(paths)
+}
+
+async fn log_ids(store: &mut LogStore, range: std::ops::RangeInclusive<u64>) -> Result<Vec<LogId>> {
+    Ok(store
+        .try_get_log_entries(range)
+        .await?
+        .into_iter()
+        .map(|entry| entry.log_id)
+        .collect())
+}
+
+/// Waits for the writer of a dropped store to finish, so the next open sees the
+/// files alone.
+async fn reopen(store: LogStore, dir: &Path) -> Result<LogStore> {
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    Ok(LogStore::open(dir, SMALL)?)
+}
+
+#[tokio::test]
+async fn a_reopened_log_holds_everything_acknowledged() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("wal");
+    let mut store = LogStore::open(&dir, SMALL)?;
+    for entry in entries(1, 1..=100) {
+        store.blocking_append([entry]).await?;
+    }
+    // A new leader replaces the tail.
+    store.truncate(log_id(1, 91)).await?;
+    store.blocking_append(entries(2, 91..=95)).await?;
+    store.save_committed(Some(log_id(2, 93))).await?;
+    store.save_vote(&Vote::new_committed(2, 1)).await?;
+    let before_purge = segments(&dir)?.len();
+    store.purge(log_id(1, 60)).await?;
+    let after_purge = segments(&dir)?.len();
+    assert!(
+        before_purge > 3,
+        "{before_purge} segments: rotation never happened"
+    );
+    assert!(
+        after_purge < before_purge,
+        "purging left all {before_purge} segments"
+    );
+
+    let mut store = reopen(store, &dir).await?;
+    let state = store.get_log_state().await?;
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 60)));
+    assert_eq!(state.last_log_id, Some(log_id(2, 95)));
+    assert_eq!(store.read_vote().await?, Some(Vote::new_committed(2, 1)));
+    assert_eq!(store.read_committed().await?, Some(log_id(2, 93)));
+    let mut expected: Vec<LogId> = (61..=90).map(|index| log_id(1, index)).collect();
+    expected.extend((91..=95).map(|index| log_id(2, index)));
+    assert_eq!(log_ids(&mut store, 0..=200).await?, expected);
+
+    // The reopened log goes on where it stopped.
+    store.blocking_append(entries(2, 96..=120)).await?;
+    let mut store = reopen(store, &dir).await?;
+    assert_eq!(
+        store.get_log_state().await?.last_log_id,
+        Some(log_id(2, 120))
+    );
+    assert_eq!(log_ids(&mut store, 61..=120).await?.len(), 60);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_record_cut_short_by_a_crash_is_dropped_and_the_log_goes_on() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("wal");
+    let roomy = LogLimits {
+        cache_bytes: 0,
+        segment_bytes: 1 << 20,
+    };
+    let mut store = LogStore::open(&dir, roomy)?;
+    store.blocking_append(entries(1, 1..=10)).await?;
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+
+    // The last entry's record loses its final bytes, as when the machine stops
+    // in the middle of the write.
+    let last = segments(&dir)?.pop().ok_or("no segment")?;
+    let len = fs::metadata(&last)?.len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&last)?
+        .set_len(len - 3)?;
+
+    let mut store = LogStore::open(&dir, roomy)?;
+    assert_eq!(store.get_log_state().await?.last_log_id, Some(log_id(1, 9)));
+    store.blocking_append(entries(1, 10..=12)).await?;
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut store = LogStore::open(&dir, roomy)?;
+    assert_eq!(
+        log_ids(&mut store, 1..=12).await?,
+        (1..=12).map(|index| log_id(1, index)).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn damage_before_the_last_segment_is_refused() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("wal");
+    let mut store = LogStore::open(&dir, SMALL)?;
+    for entry in entries(1, 1..=50) {
+        store.blocking_append([entry]).await?;
+    }
+    drop(store);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+
+    let first = segments(&dir)?.first().cloned().ok_or("no segment")?;
+    let mut bytes = fs::read(&first)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    fs::write(&first, bytes)?;
+
+    match LogStore::open(&dir, SMALL) {
+        Err(StoreError::Corrupt(reason)) => assert!(reason.contains("damaged"), "{reason}"),
+        Err(other) => panic!("unexpected error: {other}"),
+        Ok(_) => panic!("a damaged segment was accepted"),
+    }
+    Ok(())
+}
