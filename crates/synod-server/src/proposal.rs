@@ -18,8 +18,13 @@ use synod_storage::{Command, MemberNode, NodeId, TypeConfig};
 use tokio::sync::{oneshot, RwLock, Semaphore};
 
 /// Entries proposed and not yet applied at once; more requests wait and join the
-/// next batch. A few in flight keep the log busy while earlier ones replicate.
-const ENTRIES_IN_FLIGHT: usize = 8;
+/// next batch. openraft handles one entry at a time anyway (it fsyncs each before
+/// replicating it), and every entry costs an fsync, a peer RPC and a store commit
+/// on each member whatever it holds, so one entry in flight, as full as the wait
+/// made it, gives the most requests per unit of CPU. Measured with 128 clients on
+/// 3 members sharing 2 cores: 6.8k puts/s with 8 in flight, 7.9k with 2, 8.1k
+/// with 1, and the same latency at 1 client.
+const ENTRIES_IN_FLIGHT: usize = 1;
 
 /// Most commands in one batch entry.
 const COMMANDS_PER_BATCH_MAX: usize = 512;
@@ -116,7 +121,7 @@ impl Proposals {
         };
         let outcome = {
             let _gate = self.gate.read().await;
-            self.raft.client_write(Command(entry)).await
+            self.raft.client_write(Command::new(entry)).await
         };
         let outcome = match outcome {
             Ok(response) => Ok((response.data.0, response.log_id.index)),

@@ -147,7 +147,8 @@ fn apply_batch(
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Empty(Empty {}),
                 EntryPayload::Normal(command) => {
-                    let outcome = apply_command(&txn, &mut writer, group, command.0.op)?;
+                    let outcome =
+                        apply_command(&txn, &mut writer, group, command.message().op.as_ref())?;
                     leases_changed |= changes_leases(&outcome);
                     outcome
                 }
@@ -194,9 +195,9 @@ fn apply_command(
     txn: &WriteTransaction,
     writer: &mut MvccWriter<'_>,
     group: GroupId,
-    op: Option<Op>,
+    op: Option<&Op>,
 ) -> StoreResult<Outcome> {
-    if let Some(op) = &op {
+    if let Some(op) = op {
         if alarm::capped(op) && alarm::no_space(&alarm::read(&txn.open_table(SM_META)?, group)?) {
             return Ok(Outcome::Error(ApplyError {
                 kind: ApplyErrorKind::NoSpace as i32,
@@ -206,8 +207,8 @@ fn apply_command(
     let outcome = match op {
         Some(Op::Batch(batch)) => {
             let mut results = Vec::with_capacity(batch.commands.len());
-            for command in batch.commands {
-                let outcome = apply_command(txn, writer, group, command.op)?;
+            for command in &batch.commands {
+                let outcome = apply_command(txn, writer, group, command.op.as_ref())?;
                 results.push(ResultMessage {
                     revision: writer.revision(),
                     result: Some(outcome),
@@ -215,15 +216,15 @@ fn apply_command(
             }
             return Ok(Outcome::Batch(BatchResult { results }));
         }
-        Some(Op::Alarm(request)) => return alarm::apply(txn, group, &request).map(Outcome::Alarm),
-        Some(Op::Put(request)) => writer.put(&request).map(Outcome::Put),
-        Some(Op::DeleteRange(request)) => writer.delete_range(&request).map(Outcome::DeleteRange),
-        Some(Op::Txn(request)) => writer.txn(&request).map(Outcome::Txn),
-        Some(Op::Compaction(request)) => writer.compact(&request).map(Outcome::Compaction),
-        Some(Op::LeaseGrant(request)) => writer.lease_grant(&request).map(Outcome::LeaseGrant),
-        Some(Op::LeaseRevoke(request)) => writer.lease_revoke(&request).map(Outcome::LeaseRevoke),
+        Some(Op::Alarm(request)) => return alarm::apply(txn, group, request).map(Outcome::Alarm),
+        Some(Op::Put(request)) => writer.put(request).map(Outcome::Put),
+        Some(Op::DeleteRange(request)) => writer.delete_range(request).map(Outcome::DeleteRange),
+        Some(Op::Txn(request)) => writer.txn(request).map(Outcome::Txn),
+        Some(Op::Compaction(request)) => writer.compact(request).map(Outcome::Compaction),
+        Some(Op::LeaseGrant(request)) => writer.lease_grant(request).map(Outcome::LeaseGrant),
+        Some(Op::LeaseRevoke(request)) => writer.lease_revoke(request).map(Outcome::LeaseRevoke),
         Some(Op::MemberAttributes(attributes)) => {
-            save_member_attributes(txn, group, &attributes)?;
+            save_member_attributes(txn, group, attributes)?;
             Ok(Outcome::Empty(Empty {}))
         }
         None => Ok(Outcome::Empty(Empty {})),

@@ -5,6 +5,7 @@
 //! protobuf encoding, so the log, snapshots and peer RPC all share one stable codec.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -87,10 +88,69 @@ impl<'de> Deserialize<'de> for ByteBuf {
 }
 
 /// One replicated command: the application data of a Raft log entry.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Command(pub synodpb::Command);
+///
+/// An entry is cloned for the log's cache and for every follower it is sent to, and
+/// encoded for the log and for every follower. Clones share one message and its
+/// encoding is made once, so a batch of hundreds of requests is neither deep-copied
+/// nor re-encoded on its way through the leader; a follower keeps the bytes it
+/// received, so writing them to its log costs no encoding either.
+#[derive(Clone, Default)]
+pub struct Command(Arc<EncodedCommand>);
 
-protobuf_serde!(Command, synodpb::Command);
+#[derive(Default)]
+struct EncodedCommand {
+    message: synodpb::Command,
+    bytes: OnceLock<Vec<u8>>,
+}
+
+impl Command {
+    /// Wraps `message` for the log.
+    pub fn new(message: synodpb::Command) -> Self {
+        Self(Arc::new(EncodedCommand {
+            message,
+            bytes: OnceLock::new(),
+        }))
+    }
+
+    /// The command itself.
+    pub fn message(&self) -> &synodpb::Command {
+        &self.0.message
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.bytes.get_or_init(|| self.0.message.encode_to_vec())
+    }
+}
+
+impl PartialEq for Command {
+    fn eq(&self, other: &Self) -> bool {
+        self.message() == other.message()
+    }
+}
+
+impl fmt::Debug for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.message().fmt(f)
+    }
+}
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(self.bytes())
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ByteBuf(bytes) = ByteBuf::deserialize(deserializer)?;
+        let message =
+            synodpb::Command::decode(bytes.as_slice()).map_err(serde::de::Error::custom)?;
+        Ok(Self(Arc::new(EncodedCommand {
+            message,
+            bytes: OnceLock::from(bytes),
+        })))
+    }
+}
 
 /// What applying a [`Command`] produced, returned to the client that proposed it.
 #[derive(Debug, Clone, Default, PartialEq)]
