@@ -128,10 +128,13 @@ impl Node {
     pub async fn propose(&self, command: CommandMessage) -> Result<ResultMessage, NodeError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let forward_to = match self.propose_local(command.clone(), deadline).await {
-                Ok(committed) => return Ok(committed.result),
-                Err(ProposeError::NotLeader(forward)) => forward,
-                Err(ProposeError::Node(error)) => return Err(error),
+            let forward_to = match self.leader_elsewhere() {
+                Some(forward) => forward,
+                None => match self.propose_local(command.clone(), deadline).await {
+                    Ok(committed) => return Ok(committed.result),
+                    Err(ProposeError::NotLeader(forward)) => forward,
+                    Err(ProposeError::Node(error)) => return Err(error),
+                },
             };
             if let Some(node) = forward_to
                 .leader_node
@@ -142,11 +145,7 @@ impl Node {
                         // Answer only once this member has applied the write too, as
                         // etcd does: a read or watch here right after the answer
                         // must see it.
-                        self.raft
-                            .wait(Some(deadline.saturating_duration_since(Instant::now())))
-                            .applied_index_at_least(Some(committed.log_index), "forwarded write")
-                            .await
-                            .map_err(|_| NodeError::Timeout)?;
+                        self.applied_through(committed.log_index, deadline).await?;
                         return Ok(committed.result);
                     }
                     Err(ForwardError::NotProposed) => {}
@@ -158,6 +157,23 @@ impl Node {
             }
             tokio::time::sleep(LEADER_RETRY_INTERVAL).await;
         }
+    }
+
+    /// The leader to forward a write to when Raft's latest view says another member
+    /// leads: a follower then skips proposing locally only to be refused.
+    fn leader_elsewhere(&self) -> Option<ForwardToLeader<NodeId, MemberNode>> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader.filter(|id| *id != self.member.id)?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
+        Some(ForwardToLeader {
+            leader_id: Some(leader),
+            leader_node: Some(node),
+        })
     }
 
     /// Proposes `command` to the local Raft instance, which must lead, and waits until
@@ -248,20 +264,27 @@ impl Node {
                 None
             };
             if let Some(index) = index {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                return self
-                    .raft
-                    .wait(Some(remaining))
-                    .applied_index_at_least(Some(index), "read index")
-                    .await
-                    .map(|_| ())
-                    .map_err(|_| NodeError::Timeout);
+                return self.applied_through(index, deadline).await;
             }
             if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
                 return Err(NodeError::NoLeader);
             }
             tokio::time::sleep(LEADER_RETRY_INTERVAL).await;
         }
+    }
+
+    /// Waits until this member has applied the log up to `index`. Follows the
+    /// state machine's own signal rather than Raft's metrics, which change on every
+    /// heartbeat and replication step and would wake every waiter each time.
+    async fn applied_through(&self, index: u64, deadline: Instant) -> Result<(), NodeError> {
+        let mut applied = self.applied.clone();
+        let reached = applied.wait_for(|applied| applied.log_index >= index);
+        let outcome = match tokio::time::timeout_at(deadline, reached).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(NodeError::Stopped),
+            Err(_) => Err(NodeError::Timeout),
+        };
+        outcome
     }
 
     /// Joins the next round in which this member confirms its leadership with a

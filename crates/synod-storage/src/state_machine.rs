@@ -40,6 +40,9 @@ use crate::types::{
 /// granted or revoked).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Applied {
+    /// The index of the last log entry applied: what a read or a forwarded write
+    /// waits for before it may answer from this member.
+    pub log_index: u64,
     /// The store's current revision.
     pub revision: i64,
     /// The revision the store is compacted at.
@@ -74,17 +77,23 @@ impl StateMachine {
     pub fn new(db: Arc<Store>, group: GroupId, snapshot_dir: PathBuf) -> StoreResult<Self> {
         let (revision, compacted) = MvccReader::new(db.clone(), group).revisions()?;
         let (applied, _) = watch::channel(Applied {
+            log_index: 0,
             revision,
             compacted,
             lease_changes: 0,
         });
-        Ok(Self {
+        let state_machine = Self {
             db,
             group,
             snapshot_dir,
             applied: Arc::new(applied),
             last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
-        })
+        };
+        let (last_applied, _) = state_machine.applied_state_sync()?;
+        state_machine.applied.send_modify(|applied| {
+            applied.log_index = last_applied.map_or(0, |log_id| log_id.index);
+        });
+        Ok(state_machine)
     }
 
     /// Follows what the state machine applies.
@@ -92,8 +101,9 @@ impl StateMachine {
         self.applied.subscribe()
     }
 
-    fn publish(&self, revision: i64, compacted: i64, leases_changed: bool) {
+    fn publish(&self, log_index: u64, revision: i64, compacted: i64, leases_changed: bool) {
         self.applied.send_modify(|applied| {
+            applied.log_index = applied.log_index.max(log_index);
             applied.revision = revision;
             applied.compacted = compacted;
             if leases_changed {
@@ -121,6 +131,7 @@ impl StateMachine {
 /// after it, for [`StateMachine::publish`].
 struct AppliedBatch {
     results: Vec<CommandResult>,
+    log_index: u64,
     revision: i64,
     compacted: i64,
     leases_changed: bool,
@@ -185,6 +196,7 @@ fn apply_batch(
     txn.commit()?;
     Ok(AppliedBatch {
         results,
+        log_index: last_applied.map_or(0, |log_id| log_id.index),
         revision,
         compacted,
         leases_changed,
@@ -345,7 +357,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .await
                 .map_err(|error| StoreError::from(error).write_state_machine())?
                 .map_err(StoreError::write_state_machine)?;
-        self.publish(batch.revision, batch.compacted, batch.leases_changed);
+        self.publish(
+            batch.log_index,
+            batch.revision,
+            batch.compacted,
+            batch.leases_changed,
+        );
         Ok(batch.results)
     }
 
@@ -390,7 +407,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (revision, compacted) = MvccReader::new(self.db.clone(), self.group)
             .revisions()
             .map_err(StoreError::read_state_machine)?;
-        self.publish(revision, compacted, true);
+        let log_index = meta.last_log_id.map_or(0, |log_id| log_id.index);
+        self.publish(log_index, revision, compacted, true);
         Ok(())
     }
 

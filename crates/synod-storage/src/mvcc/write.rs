@@ -327,10 +327,10 @@ impl<'txn> MvccWriter<'txn> {
 
     fn do_put(&mut self, request: &PutRequest) -> Result<PutResponse, MvccError> {
         let previous = self.live(&request.key)?;
-        let value = match (&previous, request.ignore_value) {
-            (Some(previous), true) => previous.value.clone(),
+        let value: &[u8] = match (&previous, request.ignore_value) {
+            (Some(previous), true) => &previous.value,
             (None, true) => return Err(MvccError::KeyNotFound),
-            (_, false) => request.value.clone(),
+            (_, false) => &request.value,
         };
         let lease = match (&previous, request.ignore_lease) {
             (Some(previous), true) => previous.lease,
@@ -344,7 +344,7 @@ impl<'txn> MvccWriter<'txn> {
                 .map_or(self.pending_revision(), |kv| kv.create_revision),
             version: previous.as_ref().map_or(1, |kv| kv.version + 1),
             lease,
-            value: &value,
+            value,
         };
         self.write_version(&request.key, &record)?;
         self.reattach(
