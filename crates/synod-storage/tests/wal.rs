@@ -49,11 +49,9 @@ async fn log_ids(store: &mut LogStore, range: std::ops::RangeInclusive<u64>) -> 
         .collect())
 }
 
-/// Waits for the writer of a dropped store to finish, so the next open sees the
-/// files alone.
-async fn reopen(store: LogStore, dir: &Path) -> Result<LogStore> {
+/// Closes `store` and opens its files again, as a restart does.
+fn reopen(store: LogStore, dir: &Path) -> Result<LogStore> {
     drop(store);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     Ok(LogStore::open(dir, SMALL)?)
 }
 
@@ -82,7 +80,7 @@ async fn a_reopened_log_holds_everything_acknowledged() -> Result<()> {
         "purging left all {before_purge} segments"
     );
 
-    let mut store = reopen(store, &dir).await?;
+    let mut store = reopen(store, &dir)?;
     let state = store.get_log_state().await?;
     assert_eq!(state.last_purged_log_id, Some(log_id(1, 60)));
     assert_eq!(state.last_log_id, Some(log_id(2, 95)));
@@ -94,7 +92,7 @@ async fn a_reopened_log_holds_everything_acknowledged() -> Result<()> {
 
     // The reopened log goes on where it stopped.
     store.blocking_append(entries(2, 96..=120)).await?;
-    let mut store = reopen(store, &dir).await?;
+    let mut store = reopen(store, &dir)?;
     assert_eq!(
         store.get_log_state().await?.last_log_id,
         Some(log_id(2, 120))
@@ -114,7 +112,6 @@ async fn a_record_cut_short_by_a_crash_is_dropped_and_the_log_goes_on() -> Resul
     let mut store = LogStore::open(&dir, roomy)?;
     store.blocking_append(entries(1, 1..=10)).await?;
     drop(store);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 
     // The last entry's record loses its final bytes, as when the machine stops
     // in the middle of the write.
@@ -129,7 +126,6 @@ async fn a_record_cut_short_by_a_crash_is_dropped_and_the_log_goes_on() -> Resul
     assert_eq!(store.get_log_state().await?.last_log_id, Some(log_id(1, 9)));
     store.blocking_append(entries(1, 10..=12)).await?;
     drop(store);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let mut store = LogStore::open(&dir, roomy)?;
     assert_eq!(
         log_ids(&mut store, 1..=12).await?,
@@ -147,7 +143,6 @@ async fn damage_before_the_last_segment_is_refused() -> Result<()> {
         store.blocking_append([entry]).await?;
     }
     drop(store);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 
     let first = segments(&dir)?.first().cloned().ok_or("no segment")?;
     let mut bytes = fs::read(&first)?;

@@ -7,8 +7,7 @@
 //! pages all over its file; the log's speed bounds every write the cluster takes.
 //!
 //! In memory the store keeps where each entry lies and a cache of the newest entries
-//! (the ones replication is about to send). Entries not yet written are always in
-//! the cache, so readers see an append as soon as it returns.
+//! (the ones replication is about to send), so readers rarely touch the disk.
 
 mod record;
 mod segment;
@@ -20,7 +19,7 @@ use std::fs::{self, File};
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, Vote};
@@ -29,7 +28,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use record::{Read, Record};
 use segment::Location;
-use writer::{Change, Effect, FramedEntry, Writer};
+use writer::{Effect, FramedEntry, Writer};
 
 /// How much of the log a store keeps in memory, and how large its files grow.
 #[derive(Debug, Clone, Copy)]
@@ -53,11 +52,11 @@ impl Default for LogLimits {
 }
 
 /// The log store of one Raft group. Cheap to clone: clones share the files, the
-/// writer thread and the in-memory index.
+/// writer and the in-memory index.
 #[derive(Clone)]
 pub struct LogStore {
     contents: Arc<Mutex<Contents>>,
-    changes: mpsc::Sender<Change>,
+    writer: Arc<Mutex<Writer>>,
 }
 
 /// What the log holds, as readers see it.
@@ -187,8 +186,7 @@ impl Source {
 }
 
 impl LogStore {
-    /// Opens the log kept in `dir` (creating it if need be), replays it, and starts
-    /// its writer thread.
+    /// Opens the log kept in `dir` (creating it if need be) and replays it.
     pub fn open(dir: &Path, limits: LogLimits) -> StoreResult<Self> {
         if !dir.exists() {
             fs::create_dir_all(dir)?;
@@ -230,51 +228,29 @@ impl LogStore {
             files,
             appends: 0,
         }));
-        let (changes, queue) = mpsc::channel();
         let writer = Writer {
             dir: dir.to_path_buf(),
             contents: contents.clone(),
-            queue,
             active,
             active_seq,
             active_len,
             segments,
             segment_bytes: limits.segment_bytes,
+            failed: None,
         };
-        std::thread::Builder::new()
-            .name("synod-raft-log".into())
-            .spawn(move || writer.run())?;
-        Ok(Self { contents, changes })
+        Ok(Self {
+            contents,
+            writer: Arc::new(Mutex::new(writer)),
+        })
     }
 
     fn contents(&self) -> MutexGuard<'_, Contents> {
         lock(&self.contents)
     }
 
-    /// Queues `record` for the writer; the receiver learns when it is written (and
-    /// flushed, if `effect` asks for it).
-    fn queue(
-        &self,
-        record: &Record,
-        effect: Effect,
-    ) -> StoreResult<tokio::sync::oneshot::Receiver<Result<(), String>>> {
-        let (done, outcome) = tokio::sync::oneshot::channel();
-        self.changes
-            .send(Change::Record {
-                bytes: record.frame()?,
-                effect,
-                done: Some(done),
-            })
-            .map_err(|_| writer_gone())?;
-        Ok(outcome)
-    }
-
-    /// Writes `record`, flushed, and waits until it is.
-    async fn write(&self, record: &Record, effect: Effect) -> StoreResult<()> {
-        self.queue(record, effect)?
-            .await
-            .map_err(|_| writer_gone())?
-            .map_err(StoreError::Corrupt)
+    /// Writes `record`, flushed if `effect` asks for it.
+    fn write(&self, record: &Record, effect: Effect) -> StoreResult<()> {
+        lock(&self.writer).record(record, effect)
     }
 
     fn read_entries<RB: RangeBounds<u64>>(&self, range: RB) -> StoreResult<Vec<Entry>> {
@@ -315,7 +291,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.contents().vote = Some(*vote);
         self.write(&Record::Vote(*vote), Effect::Durable)
-            .await
             .map_err(StoreError::write_vote)
     }
 
@@ -326,10 +301,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.contents().committed = committed;
         // The committed index is a hint that speeds up restart; it becomes durable with
-        // the next flush, and losing it only delays re-applying the log. So Raft does
-        // not wait for it.
-        self.queue(&Record::Committed(committed), Effect::Lazy)
-            .map(drop)
+        // the next flush, and losing it only delays re-applying the log. So it is not
+        // flushed on its own.
+        self.write(&Record::Committed(committed), Effect::Lazy)
             .map_err(StoreError::write_logs)
     }
 
@@ -368,18 +342,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 });
             }
         }
-        self.changes
-            .send(Change::Append {
-                entries: framed,
-                done: callback,
-            })
-            .map_err(|_| writer_gone().write_logs())
+        let outcome = lock(&self.writer).append(&framed);
+        callback.log_io_completed(outcome.map_err(std::io::Error::other));
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.contents().truncate(log_id.index);
         self.write(&Record::Truncate(log_id.index), Effect::Durable)
-            .await
             .map_err(StoreError::write_logs)
     }
 
@@ -390,13 +360,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             contents.last_purged = contents.last_purged.max(Some(log_id));
         }
         self.write(&Record::Purge(log_id), Effect::Purge(log_id.index))
-            .await
             .map_err(StoreError::write_logs)
     }
-}
-
-fn writer_gone() -> StoreError {
-    StoreError::Task("the Raft log writer thread has stopped".into())
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

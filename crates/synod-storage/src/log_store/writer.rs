@@ -1,28 +1,23 @@
-//! The thread that writes a log's records: group commit over an append-only file.
+//! Writing a log's records: appends to the current segment, flushed with
+//! `fdatasync` when a change must be durable.
 //!
-//! Every change goes through one queue. The writer takes everything queued while it
-//! was busy, appends it to the current segment in one write, and fsyncs once
-//! (`fdatasync`) if any of it must be durable — one flush for many appends. Only
-//! then does it tell the callers. A failed write or flush leaves the file in a state
-//! the writer cannot vouch for, so from then on it refuses everything: the node
-//! stops rather than acknowledge writes that might not be there after a restart.
+//! The writer runs in the caller: openraft's core waits for every append to be
+//! durable before it moves on, so handing the write to another thread would only
+//! add two thread switches to every entry. A failed write or flush leaves the file
+//! in a state the writer cannot vouch for, so from then on it refuses everything:
+//! the node stops rather than acknowledge writes that might not be there after a
+//! restart.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc, Mutex};
-
-use openraft::storage::LogFlushed;
+use std::sync::{Arc, Mutex};
 
 use super::record::Record;
 use super::segment::{self, Location};
 use super::{lock, Contents};
-use crate::error::StoreResult;
-use crate::types::TypeConfig;
-
-/// Most queued changes written in one go.
-const CHANGES_PER_WRITE_MAX: usize = 4096;
+use crate::error::{StoreError, StoreResult};
 
 /// A framed entry record and the slot it fills.
 pub(super) struct FramedEntry {
@@ -32,34 +27,20 @@ pub(super) struct FramedEntry {
     pub bytes: Vec<u8>,
 }
 
-/// What a non-entry record does beyond being written.
+/// What a write asks of the disk beyond the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Effect {
-    /// Must be durable before it is answered.
+    /// Durable before the write returns.
     Durable,
-    /// Must be durable, then the segments holding only entries up to this index go.
+    /// Durable, then the segments holding only entries up to this index go.
     Purge(u64),
     /// Written, not flushed: it becomes durable with the next flush.
     Lazy,
 }
 
-/// A change queued for the writer.
-pub(super) enum Change {
-    Append {
-        entries: Vec<FramedEntry>,
-        done: LogFlushed<TypeConfig>,
-    },
-    Record {
-        bytes: Vec<u8>,
-        effect: Effect,
-        done: Option<tokio::sync::oneshot::Sender<Result<(), String>>>,
-    },
-}
-
 pub(super) struct Writer {
     pub dir: PathBuf,
     pub contents: Arc<Mutex<Contents>>,
-    pub queue: mpsc::Receiver<Change>,
     pub active: File,
     pub active_seq: u64,
     pub active_len: u64,
@@ -67,76 +48,59 @@ pub(super) struct Writer {
     pub segments: BTreeMap<u64, u64>,
     /// Size at which a new segment starts.
     pub segment_bytes: u64,
+    /// Why the log stopped taking writes, once a write has failed.
+    pub failed: Option<String>,
 }
 
 impl Writer {
-    pub fn run(mut self) {
-        let mut failed: Option<String> = None;
-        while let Ok(first) = self.queue.recv() {
-            let mut batch = vec![first];
-            while batch.len() < CHANGES_PER_WRITE_MAX {
-                match self.queue.try_recv() {
-                    Ok(change) => batch.push(change),
-                    Err(_) => break,
-                }
-            }
-            let outcome = match &failed {
-                Some(error) => Err(error.clone()),
-                None => self.write(&batch).map_err(|error| {
-                    let error = format!("the Raft log cannot be written: {error}");
-                    tracing::error!("{error}; refusing every further write");
-                    error
-                }),
-            };
-            if let Err(error) = &outcome {
-                failed = Some(error.clone());
-            }
-            report(batch, outcome);
-        }
+    /// Appends `entries`, durably.
+    pub fn append(&mut self, entries: &[FramedEntry]) -> StoreResult<()> {
+        self.guarded(|writer| writer.write(entries, &[], Effect::Durable))
     }
 
-    fn write(&mut self, batch: &[Change]) -> StoreResult<()> {
-        let mut buffer = Vec::new();
-        let mut placed = Vec::new();
-        let mut durable = false;
-        let mut purge_upto = None;
-        let mut max_index = self.segments.get(&self.active_seq).copied().unwrap_or(0);
-        for change in batch {
-            match change {
-                Change::Append { entries, .. } => {
-                    durable = true;
-                    for entry in entries {
-                        let at = Location {
-                            segment: self.active_seq,
-                            offset: self.active_len + buffer.len() as u64,
-                            len: entry.bytes.len(),
-                        };
-                        buffer.extend_from_slice(&entry.bytes);
-                        placed.push((entry.index, entry.append, at));
-                        max_index = max_index.max(entry.index);
-                    }
-                }
-                Change::Record { bytes, effect, .. } => {
-                    buffer.extend_from_slice(bytes);
-                    match effect {
-                        Effect::Durable => durable = true,
-                        Effect::Purge(upto) => {
-                            durable = true;
-                            purge_upto = purge_upto.max(Some(*upto));
-                        }
-                        Effect::Lazy => {}
-                    }
-                }
-            }
+    /// Appends one non-entry record with the given effect.
+    pub fn record(&mut self, record: &Record, effect: Effect) -> StoreResult<()> {
+        let bytes = record.frame()?;
+        self.guarded(|writer| writer.write(&[], &bytes, effect))
+    }
+
+    fn guarded(&mut self, write: impl FnOnce(&mut Self) -> StoreResult<()>) -> StoreResult<()> {
+        if let Some(reason) = &self.failed {
+            return Err(StoreError::Corrupt(reason.clone()));
         }
+        write(self).map_err(|error| {
+            let reason = format!("the Raft log cannot be written: {error}");
+            tracing::error!("{reason}; refusing every further write");
+            self.failed = Some(reason.clone());
+            StoreError::Corrupt(reason)
+        })
+    }
+
+    fn write(&mut self, entries: &[FramedEntry], other: &[u8], effect: Effect) -> StoreResult<()> {
+        let mut buffer = Vec::with_capacity(
+            other.len() + entries.iter().map(|entry| entry.bytes.len()).sum::<usize>(),
+        );
+        let mut placed = Vec::with_capacity(entries.len());
+        let mut max_index = self.segments.get(&self.active_seq).copied().unwrap_or(0);
+        for entry in entries {
+            let at = Location {
+                segment: self.active_seq,
+                offset: self.active_len + buffer.len() as u64,
+                len: entry.bytes.len(),
+            };
+            buffer.extend_from_slice(&entry.bytes);
+            placed.push((entry.index, entry.append, at));
+            max_index = max_index.max(entry.index);
+        }
+        buffer.extend_from_slice(other);
         self.active.write_all(&buffer)?;
-        if durable {
+        if effect != Effect::Lazy {
             self.active.sync_data()?;
         }
         self.active_len += buffer.len() as u64;
         self.segments.insert(self.active_seq, max_index);
         lock(&self.contents).written(placed);
-        if let Some(upto) = purge_upto {
+        if let Effect::Purge(upto) = effect {
             self.remove_purged(upto);
         }
         if self.active_len >= self.segment_bytes {
@@ -188,21 +152,6 @@ impl Writer {
             let path = segment::path(&self.dir, seq);
             if let Err(error) = fs::remove_file(&path) {
                 tracing::warn!(segment = %path.display(), %error, "cannot delete a purged Raft log segment");
-            }
-        }
-    }
-}
-
-fn report(batch: Vec<Change>, outcome: Result<(), String>) {
-    for change in batch {
-        match change {
-            Change::Append { done, .. } => {
-                done.log_io_completed(outcome.clone().map_err(std::io::Error::other))
-            }
-            Change::Record { done, .. } => {
-                if let Some(done) = done {
-                    let _ = done.send(outcome.clone());
-                }
             }
         }
     }
