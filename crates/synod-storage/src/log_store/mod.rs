@@ -33,9 +33,12 @@ use writer::{Effect, FramedEntry, Writer};
 /// How much of the log a store keeps in memory, and how large its files grow.
 #[derive(Debug, Clone, Copy)]
 pub struct LogLimits {
-    /// Bytes of the newest entries kept in memory: replication sends entries just
-    /// after they are appended, so followers that keep up never make the leader
-    /// read the disk.
+    /// Encoded bytes of the newest entries kept in memory: replication sends
+    /// entries just after they are appended, so followers that keep up never make
+    /// the leader read the disk. A cached entry holds its decoded command as well
+    /// as its encoding, so it takes two to three times this in memory; the default
+    /// (8 MiB, seconds of log at full write load) was measured to cost about 70 MiB
+    /// less per member than 32 MiB, with no loss of throughput.
     pub cache_bytes: usize,
     /// Size at which the writer starts a new segment file. Purged entries leave
     /// the disk a whole segment at a time.
@@ -45,7 +48,7 @@ pub struct LogLimits {
 impl Default for LogLimits {
     fn default() -> Self {
         Self {
-            cache_bytes: 32 * 1024 * 1024,
+            cache_bytes: 8 * 1024 * 1024,
             segment_bytes: 64 * 1024 * 1024,
         }
     }
