@@ -55,8 +55,12 @@ pub struct Applied {
 /// How often an apply commits durably. In between, applies skip the fsync: the
 /// Raft log (its own file, synced on every append) holds every applied entry, and a
 /// restart re-applies from the last durable commit. This bounds that replay, and
-/// lets the database reuse the pages freed since.
-const DURABLE_APPLY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// lets the database reuse the pages freed since. The durable commit stalls apply
+/// for its fsync, which grows with the data written since the last one: at 1 s the
+/// stalls set every write's tail (put p99.9 at 256 clients 145-170 ms), at 100 ms
+/// (etcd's backend batch interval too) it is 62-68 ms, for about 10% less peak
+/// throughput.
+const DURABLE_APPLY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The state machine of one group. Cheap to clone: clones share the database.
 ///
