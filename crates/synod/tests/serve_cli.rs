@@ -1,5 +1,6 @@
 //! `synod serve` as a person runs it: defaults, clean shutdown, refusal of a data dir
-//! that belongs to another cluster, and errors that say what to do.
+//! that belongs to another cluster or holds an earlier format, and errors that say
+//! what to do.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -70,6 +71,44 @@ async fn data_dir_of_another_cluster_is_refused() {
     let mut client = cluster.client(0).await;
     let response = client.get("kept", None).await.expect("get");
     assert_eq!(response.kvs()[0].value(), b"yes");
+}
+
+#[test]
+fn data_dir_of_an_earlier_log_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir(&data_dir).unwrap();
+    std::fs::write(data_dir.join("raft-log.redb"), b"").unwrap();
+    let client = format!("http://127.0.0.1:{}", free_port());
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let args: Vec<String> = [
+        "serve",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--listen-client-urls",
+        &client,
+        "--advertise-client-urls",
+        &client,
+        "--listen-peer-urls",
+        &peer,
+        "--initial-advertise-peer-urls",
+        &peer,
+        "--initial-cluster",
+        &format!("default={peer}"),
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    let (success, stderr) = run_to_exit(&args, dir.path());
+    assert!(!success, "synod accepted a data dir of an earlier format");
+    assert!(stderr.contains("raft-log.redb"), "unclear error: {stderr}");
+    assert!(
+        stderr.contains("synod snapshot save"),
+        "error does not say what to do: {stderr}"
+    );
+    // Nothing was written next to the old file.
+    let entries: Vec<_> = std::fs::read_dir(&data_dir).unwrap().collect();
+    assert_eq!(entries.len(), 1, "the refused data dir was changed");
 }
 
 #[test]
