@@ -91,9 +91,7 @@ pub struct LeaseKeeper {
 
 impl LeaseKeeper {
     fn state(&self) -> MutexGuard<'_, KeeperState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        synod_storage::sync::lock(&self.state)
     }
 
     /// Renews lease `id` for its full TTL. `stored_ttl` is the TTL in the store, for a

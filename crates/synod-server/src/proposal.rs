@@ -161,10 +161,7 @@ impl Proposals {
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        match self.state.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        synod_storage::sync::lock(&self.state)
     }
 }
 

@@ -80,10 +80,7 @@ impl<T: Clone + Send + 'static> SharedRounds<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Waiting<T>> {
-        match self.state.lock() {
-            Ok(state) => state,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+        synod_storage::sync::lock(&self.state)
     }
 }
 

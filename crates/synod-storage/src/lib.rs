@@ -13,6 +13,7 @@ pub mod log_store;
 pub mod mvcc;
 pub mod snapshot;
 pub mod state_machine;
+pub mod sync;
 pub mod tables;
 pub mod types;
 

@@ -345,10 +345,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let db = self.db.clone();
         let group = self.group;
         let durability = {
-            let mut last_durable = match self.last_durable.lock() {
-                Ok(last) => last,
-                Err(poisoned) => poisoned.into_inner(),
-            };
+            let mut last_durable = crate::sync::lock(&self.last_durable);
             if last_durable.elapsed() >= DURABLE_APPLY_INTERVAL {
                 *last_durable = std::time::Instant::now();
                 Durability::Immediate

@@ -60,10 +60,7 @@ impl PeerClients {
 
     /// The client for a peer URL, connecting on first use.
     pub fn for_url(&self, url: &str) -> Result<RaftPeerClient<Channel>, PeerUrlError> {
-        let mut clients = self
-            .clients
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut clients = synod_storage::sync::lock(&self.clients);
         if let Some(client) = clients.get(url) {
             return Ok(client.clone());
         }

@@ -25,6 +25,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, Vote};
 
 use crate::error::{StoreError, StoreResult};
+use crate::sync::lock;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use record::{Read, Record};
 use segment::Location;
@@ -364,12 +365,5 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         self.write(&Record::Purge(log_id), Effect::Purge(log_id.index))
             .map_err(StoreError::write_logs)
-    }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    match mutex.lock() {
-        Ok(guard) => guard,
-        Err(poisoned) => poisoned.into_inner(),
     }
 }

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use super::record::Record;
 use super::segment::{self, Location};
-use super::{lock, Contents};
+use super::Contents;
 use crate::error::{StoreError, StoreResult};
+use crate::sync::lock;
 
 /// A framed entry record and the slot it fills.
 pub(super) struct FramedEntry {
