@@ -30,6 +30,7 @@ SYNOD=${SYNOD:-$ROOT/target/release/synod}
 ETCD=${ETCD:-/usr/bin/etcd}
 ETCDCTL=${ETCDCTL:-/usr/bin/etcdctl}
 READY_TIMEOUT_S=${READY_TIMEOUT_S:-60}       # how long a cluster may take to be healthy
+CLK_TCK=$(getconf CLK_TCK)                    # units of /proc/PID/stat CPU times
 
 # Neither server nor etcdctl may pick up settings from the caller's environment.
 while read -r name; do unset "$name"; done < <(compgen -e | grep -E '^(ETCD|ETCDCTL|SYNOD)_' || true)
@@ -190,15 +191,31 @@ workload_args() {
   esac
 }
 
+# members_cpu_ticks: CPU time (user + system, in clock ticks) the running members
+# have used so far.
+members_cpu_ticks() {
+  local pid total=0 ticks
+  for pid in "${MEMBER_PIDS[@]}"; do
+    ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)
+    total=$((total + ticks))
+  done
+  echo "$total"
+}
+
 # bench SYSTEM ROUND NAME CLIENTS: one run; appends its JSON line to raw.jsonl.
+# Besides what synod bench reports, the line holds the CPU the three members used
+# during the whole run (warm-up included) and, from it, their CPU per operation:
+# that CPU over the operations done at the measured rate for the run's wall time.
 bench() {
-  local system=$1 round=$2 name=$3 clients=$4 line
+  local system=$1 round=$2 name=$3 clients=$4 line ticks_before started cpu_s wall_s
   local -a args
   read -r -a args <<<"$(workload_args "$name")"
   args+=(--endpoints "$ENDPOINTS" --clients "$clients" --duration "$DURATION"
     --warmup "$WARMUP" --key-space "$KEY_SPACE" --value-size "$VALUE_SIZE"
     --json --label "$system round $round")
   if [ -n "$CONNS" ]; then args+=(--conns "$CONNS"); fi
+  ticks_before=$(members_cpu_ticks)
+  started=$(date +%s.%N)
   if ! line=$("$SYNOD" bench "${args[@]}" 2>>"$RESULTS/bench-stderr.log"); then
     log "$system round $round: $name with $clients clients FAILED (see $RESULTS/bench-stderr.log)"
     jq -cn --arg system "$system" --argjson round "$round" --arg name "$name" \
@@ -208,8 +225,14 @@ bench() {
       >>"$RAW"
     return
   fi
+  cpu_s=$(awk -v ticks=$(($(members_cpu_ticks) - ticks_before)) -v hz="$CLK_TCK" \
+    'BEGIN { printf "%.3f", ticks / hz }')
+  wall_s=$(awk -v from="$started" -v to="$(date +%s.%N)" 'BEGIN { printf "%.3f", to - from }')
   line=$(jq -c --arg system "$system" --argjson round "$round" --arg name "$name" \
-    '. + {system: $system, round: $round, name: $name}' <<<"$line")
+    --argjson cpu_s "$cpu_s" --argjson wall_s "$wall_s" \
+    '. + {system: $system, round: $round, name: $name, members_cpu_s: $cpu_s, wall_s: $wall_s,
+          members_cpu_us_per_op: (if .ops_per_sec > 0
+            then $cpu_s * 1000000 / (.ops_per_sec * $wall_s) else null end)}' <<<"$line")
   echo "$line" >>"$RAW"
   jq -r '"    \(.name) clients=\(.clients): \(.ops_per_sec | floor) ops/s, p99 \(.p99_us) us, \(.errors) errors"
     + (if .first_error then " (first: \(.first_error))" else "" end)' <<<"$line" >&2
@@ -286,8 +309,9 @@ footprint() {
 best() {
   jq -s -r --arg system "$1" --arg name "$2" --argjson clients "$3" '
     [.[] | select(.system == $system and .name == $name and .clients == $clients)]
-    | if length == 0 then "- - 0" else
-        "\(map(.ops_per_sec) | max) \(map(.p99_us // empty) | min // "-") \(map(.errors) | add)"
+    | if length == 0 then "- - 0 -" else
+        "\(map(.ops_per_sec) | max) \(map(.p99_us // empty) | min // "-") \(map(.errors) | add) \(
+          map(.members_cpu_us_per_op // empty) | min // "-")"
       end' "$RAW"
 }
 
@@ -299,23 +323,28 @@ ratio() { # a / b, or - if either is missing or b is 0
   awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'
 }
 
+us() { # microseconds -> "123us", or - if missing
+  if [ "$1" = - ] || [ "$1" = null ]; then echo -; else awk -v us="$1" 'BEGIN {printf "%.0fus", us}'; fi
+}
+
 print_table() {
-  local name clients e s eo ep ee so sp se note
-  printf '%-14s %7s %12s %12s %7s %10s %10s %7s  %s\n' workload clients "etcd ops/s" \
-    "synod ops/s" ratio "etcd p99" "synod p99" "p99 x" notes
+  local name clients e s eo ep ee ec so sp se sc note
+  printf '%-14s %7s %12s %12s %7s %10s %10s %7s %9s %9s  %s\n' workload clients "etcd ops/s" \
+    "synod ops/s" ratio "etcd p99" "synod p99" "p99 x" "etcd cpu" "synod cpu" notes
   for name in $WORKLOADS; do
     for clients in $CLIENTS; do
       e=$(best etcd "$name" "$clients")
       s=$(best synod "$name" "$clients")
-      read -r eo ep ee <<<"$e"
-      read -r so sp se <<<"$s"
+      read -r eo ep ee ec <<<"$e"
+      read -r so sp se sc <<<"$s"
       note=""
       [ "$ee" = 0 ] || note+="etcd: $ee errors; "
       [ "$se" = 0 ] || note+="synod: $se errors; "
-      printf '%-14s %7s %12s %12s %7s %10s %10s %7s  %s\n' "$name" "$clients" \
+      printf '%-14s %7s %12s %12s %7s %10s %10s %7s %9s %9s  %s\n' "$name" "$clients" \
         "$(awk -v v="$eo" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }')" \
         "$(awk -v v="$so" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }')" \
-        "$(ratio "$so" "$eo")" "$(ms "$ep")" "$(ms "$sp")" "$(ratio "$sp" "$ep")" "$note"
+        "$(ratio "$so" "$eo")" "$(ms "$ep")" "$(ms "$sp")" "$(ratio "$sp" "$ep")" \
+        "$(us "$ec")" "$(us "$sc")" "$note"
     done
   done
 }
@@ -377,6 +406,7 @@ main() {
     echo "synod vs etcd: 3 members each on 127.0.0.1, $DURATION per run after $WARMUP warm-up,"
     echo "best of $ROUNDS round(s) (highest ops/s, lowest p99). ratio = synod/etcd ops/s"
     echo "(above 1: synod faster); p99 x = synod p99 / etcd p99 (below 1: synod lower)."
+    echo "cpu = CPU time of the three members per operation (lowest of the rounds)."
     echo
     print_table
     print_footprint
