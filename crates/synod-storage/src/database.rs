@@ -44,6 +44,43 @@ pub struct Store {
     current: RwLock<Arc<Database>>,
 }
 
+/// Runs `$body` once for each table of the database, with `$table` bound to its
+/// definition: the one list of tables that creating, measuring and copying the
+/// database all follow, so a new table cannot be left out of one of them. (A
+/// macro, as the definitions differ in type.)
+macro_rules! for_each_table {
+    (|$table:ident| $body:expr) => {{
+        {
+            let $table = KV;
+            $body;
+        }
+        {
+            let $table = REVISIONS;
+            $body;
+        }
+        {
+            let $table = SM_META;
+            $body;
+        }
+        {
+            let $table = MEMBERS;
+            $body;
+        }
+        {
+            let $table = IDENTITY;
+            $body;
+        }
+        {
+            let $table = LEASES;
+            $body;
+        }
+        {
+            let $table = LEASE_KEYS;
+            $body;
+        }
+    }};
+}
+
 /// Opens (or creates) the database at `path`, with a page cache of `cache_bytes`,
 /// and makes sure every table exists.
 pub fn open_database(path: &Path, cache_bytes: usize) -> StoreResult<Arc<Store>> {
@@ -67,13 +104,9 @@ pub fn open_database(path: &Path, cache_bytes: usize) -> StoreResult<Arc<Store>>
 fn create_tables(db: &Database) -> StoreResult<()> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
-    txn.open_table(KV)?;
-    txn.open_table(REVISIONS)?;
-    txn.open_table(SM_META)?;
-    txn.open_table(MEMBERS)?;
-    txn.open_table(IDENTITY)?;
-    txn.open_table(LEASES)?;
-    txn.open_table(LEASE_KEYS)?;
+    for_each_table!(|table| {
+        txn.open_table(table)?;
+    });
     txn.commit()?;
     Ok(())
 }
@@ -142,13 +175,8 @@ impl Store {
     /// `WriteTransaction::stats` would hold them all up for the walk).
     pub fn size(&self) -> StoreResult<StoreSize> {
         let txn = self.begin_read()?;
-        let pages = table_pages(&txn, KV)?
-            + table_pages(&txn, REVISIONS)?
-            + table_pages(&txn, SM_META)?
-            + table_pages(&txn, MEMBERS)?
-            + table_pages(&txn, IDENTITY)?
-            + table_pages(&txn, LEASES)?
-            + table_pages(&txn, LEASE_KEYS)?;
+        let mut pages = 0;
+        for_each_table!(|table| pages += table_pages(&txn, table)?);
         Ok(StoreSize {
             file_bytes: self.file_size(),
             in_use_bytes: pages.saturating_mul(PAGE_BYTES),
@@ -172,13 +200,7 @@ impl Store {
             .create(&copy_path)?;
         let mut target = copy.begin_write()?;
         target.set_durability(Durability::Immediate)?;
-        copy_table(&source, &target, KV)?;
-        copy_table(&source, &target, REVISIONS)?;
-        copy_table(&source, &target, SM_META)?;
-        copy_table(&source, &target, MEMBERS)?;
-        copy_table(&source, &target, IDENTITY)?;
-        copy_table(&source, &target, LEASES)?;
-        copy_table(&source, &target, LEASE_KEYS)?;
+        for_each_table!(|table| copy_table(&source, &target, table)?);
         target.commit()?;
         fs::rename(&copy_path, &self.path)?;
         if let Some(dir) = self.path.parent() {
