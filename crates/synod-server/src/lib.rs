@@ -6,7 +6,9 @@
 //! needed) and makes reads linearizable with a read index.
 
 pub mod api;
+pub mod batch;
 pub mod config;
+pub mod forward;
 pub mod identity;
 pub mod join;
 pub mod lease;

@@ -6,22 +6,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
+use openraft::error::ForwardToLeader;
 use openraft::Raft;
 use synod_proto::etcdserverpb::ResponseHeader;
 use synod_proto::synodpb::{Command as CommandMessage, CommandResult as ResultMessage};
-use synod_proto::synodpeer::{ForwardRequest, LeaseRequest, ReadIndexRequest};
+use synod_proto::synodpeer::LeaseRequest;
 use synod_storage::mvcc::MvccReader;
 use synod_storage::Store;
 use synod_storage::{Applied, GroupId, MemberNode, NodeId, TypeConfig};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::forward::{ForwardError, Forwards};
 use crate::lease::{KeeperError, LeaseKeeper, LeaseTtl};
 use crate::limits::{Limits, LEADER_RETRY_INTERVAL, REQUEST_TIMEOUT};
 use crate::proposal::{BatchError, Proposals};
 use crate::raft::network::PeerClients;
-use crate::read_index::SharedRounds;
+use crate::read_index::{FollowerReads, LeaderReads, ReadIndex};
 
 /// The only Raft group until sharding arrives.
 pub const DEFAULT_GROUP: GroupId = 0;
@@ -96,15 +97,17 @@ pub struct Node {
     pub recovered_log_index: u64,
     /// Proposals gathered into batch entries while this member leads.
     pub proposals: Arc<Proposals>,
+    /// Writes forwarded to the leader while this member follows.
+    pub forwards: Arc<Forwards>,
     /// Leadership confirmations shared by concurrent reads while this member leads.
-    pub leader_reads: Arc<SharedRounds<ReadIndex>>,
+    pub leader_reads: Arc<LeaderReads>,
     /// Read-index requests to the leader shared by concurrent reads on a follower.
-    pub follower_reads: Arc<SharedRounds<Option<u64>>>,
+    pub follower_reads: Arc<FollowerReads>,
 }
 
 /// Status a forwarding target answers when it is not the leader, so the request is
 /// known not to have been proposed and may be sent elsewhere.
-const NOT_LEADER: &str = "synod: not leader";
+pub const NOT_LEADER: &str = "synod: not leader";
 
 impl Node {
     /// The store's revision as applied on this member.
@@ -128,28 +131,30 @@ impl Node {
     pub async fn propose(&self, command: CommandMessage) -> Result<ResultMessage, NodeError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let forward_to = match self.leader_elsewhere() {
-                Some(forward) => forward,
-                None => match self.propose_local(command.clone(), deadline).await {
+            // A follower that knows the leader skips proposing locally only to be
+            // refused.
+            if leader_elsewhere(&self.raft, self.member.id).is_none() {
+                match self.propose_local(command.clone(), deadline).await {
                     Ok(committed) => return Ok(committed.result),
-                    Err(ProposeError::NotLeader(forward)) => forward,
+                    Err(ProposeError::NotLeader(_)) => {}
                     Err(ProposeError::Node(error)) => return Err(error),
-                },
-            };
-            if let Some(node) = forward_to
-                .leader_node
-                .filter(|_| forward_to.leader_id != Some(self.member.id))
-            {
-                match self.forward(&node, &command, deadline).await {
-                    Ok(committed) => {
+                }
+            }
+            if leader_elsewhere(&self.raft, self.member.id).is_some() {
+                let forwarded =
+                    tokio::time::timeout_at(deadline, self.forwards.submit(command.clone()));
+                match forwarded.await {
+                    Ok(Some(Ok(committed))) => {
                         // Answer only once this member has applied the write too, as
                         // etcd does: a read or watch here right after the answer
                         // must see it.
                         self.applied_through(committed.log_index, deadline).await?;
                         return Ok(committed.result);
                     }
-                    Err(ForwardError::NotProposed) => {}
-                    Err(ForwardError::Failed(error)) => return Err(error),
+                    Ok(Some(Err(ForwardError::NotProposed))) => {}
+                    Ok(Some(Err(ForwardError::Failed(error)))) => return Err(error),
+                    Ok(None) => return Err(NodeError::Stopped),
+                    Err(_) => return Err(NodeError::Timeout),
                 }
             }
             if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
@@ -159,23 +164,6 @@ impl Node {
         }
     }
 
-    /// The leader to forward a write to when Raft's latest view says another member
-    /// leads: a follower then skips proposing locally only to be refused.
-    fn leader_elsewhere(&self) -> Option<ForwardToLeader<NodeId, MemberNode>> {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
-        let leader = metrics.current_leader.filter(|id| *id != self.member.id)?;
-        let node = metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)?
-            .clone();
-        Some(ForwardToLeader {
-            leader_id: Some(leader),
-            leader_node: Some(node),
-        })
-    }
-
     /// Proposes `command` to the local Raft instance, which must lead, and waits until
     /// `deadline` for it to be applied.
     pub async fn propose_local(
@@ -183,7 +171,7 @@ impl Node {
         command: CommandMessage,
         deadline: Instant,
     ) -> Result<Committed, ProposeError> {
-        let write = tokio::time::timeout_at(deadline, self.proposals.propose(command));
+        let write = tokio::time::timeout_at(deadline, self.proposals.submit(command));
         let Ok(outcome) = write.await else {
             return Err(ProposeError::Node(NodeError::Timeout));
         };
@@ -194,44 +182,6 @@ impl Node {
                 Err(ProposeError::Node(NodeError::Internal(reason)))
             }
             Some(Err(BatchError::Stopped)) | None => Err(ProposeError::Node(NodeError::Stopped)),
-        }
-    }
-
-    async fn forward(
-        &self,
-        leader: &MemberNode,
-        command: &CommandMessage,
-        deadline: Instant,
-    ) -> Result<Committed, ForwardError> {
-        use prost::Message;
-        let mut client = self
-            .peers
-            .for_node(leader)
-            .map_err(|error| ForwardError::Failed(NodeError::Internal(error.to_string())))?;
-        let mut request = tonic::Request::new(ForwardRequest {
-            group_id: DEFAULT_GROUP,
-            command: command.encode_to_vec(),
-        });
-        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        match client.forward(request).await {
-            Ok(response) => {
-                let response = response.into_inner();
-                let result =
-                    ResultMessage::decode(response.response.as_slice()).map_err(|error| {
-                        ForwardError::Failed(NodeError::Internal(format!(
-                            "bad forward response: {error}"
-                        )))
-                    })?;
-                Ok(Committed {
-                    result,
-                    log_index: response.log_index,
-                })
-            }
-            Err(status) if was_not_sent(&status) => Err(ForwardError::NotProposed),
-            Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
-                Err(ForwardError::Failed(NodeError::Timeout))
-            }
-            Err(status) => Err(ForwardError::Failed(NodeError::Forwarded(status))),
         }
     }
 
@@ -253,13 +203,7 @@ impl Node {
                     ReadIndex::NotLeader | ReadIndex::NoQuorum(_) => None,
                 }
             } else if leader.is_some() {
-                let raft = self.raft.clone();
-                let peers = self.peers.clone();
-                let me = self.member.id;
-                self.follower_reads
-                    .join(move || ask_leader_for_read_index(raft.clone(), peers.clone(), me))
-                    .await
-                    .flatten()
+                self.follower_reads.submit(()).await.flatten()
             } else {
                 None
             };
@@ -290,11 +234,8 @@ impl Node {
     /// Joins the next round in which this member confirms its leadership with a
     /// quorum and learns the index reads must wait for.
     async fn confirm_leadership(&self) -> ReadIndex {
-        let raft = self.raft.clone();
-        let gate = self.transfer_gate.clone();
-        let floor = self.recovered_log_index;
         self.leader_reads
-            .join(move || confirm_leadership(raft.clone(), gate.clone(), floor))
+            .submit(())
             .await
             .unwrap_or(ReadIndex::Stopped)
     }
@@ -309,67 +250,6 @@ impl Node {
             ReadIndex::Stopped => Err(tonic::Status::unavailable(NodeError::Stopped.to_string())),
         }
     }
-}
-
-/// What one leadership confirmation round found.
-#[derive(Debug, Clone)]
-pub enum ReadIndex {
-    /// This member leads; reads may proceed once this log index is applied.
-    Ready(u64),
-    /// This member does not lead.
-    NotLeader,
-    /// Leadership could not be confirmed with a quorum.
-    NoQuorum(String),
-    /// Raft has stopped.
-    Stopped,
-}
-
-/// One confirmation round on the leader (held back while leadership is handed over).
-/// The read index is at least `floor` (see [`Node::recovered_log_index`]).
-async fn confirm_leadership(
-    raft: Raft<TypeConfig>,
-    gate: Arc<tokio::sync::RwLock<()>>,
-    floor: u64,
-) -> ReadIndex {
-    let _gate = gate.read().await;
-    match tokio::time::timeout(REQUEST_TIMEOUT, raft.get_read_log_id()).await {
-        Err(_) => ReadIndex::NoQuorum("read index: leadership not confirmed in time".into()),
-        Ok(Ok((read_log_id, _))) => {
-            ReadIndex::Ready(read_log_id.map_or(0, |log_id| log_id.index).max(floor))
-        }
-        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
-            ReadIndex::NotLeader
-        }
-        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => {
-            ReadIndex::NoQuorum(error.to_string())
-        }
-        Ok(Err(RaftError::Fatal(_))) => ReadIndex::Stopped,
-    }
-}
-
-/// One follower round: asks the member this one believes leads for a read index.
-async fn ask_leader_for_read_index(
-    raft: Raft<TypeConfig>,
-    peers: PeerClients,
-    me: NodeId,
-) -> Option<u64> {
-    let metrics = raft.metrics().borrow().clone();
-    let leader = metrics.current_leader.filter(|leader| *leader != me)?;
-    let node = metrics
-        .membership_config
-        .membership()
-        .get_node(&leader)?
-        .clone();
-    let mut client = peers.for_node(&node).ok()?;
-    let mut request = tonic::Request::new(ReadIndexRequest {
-        group_id: DEFAULT_GROUP,
-    });
-    request.set_timeout(Duration::from_secs(2));
-    client
-        .read_index(request)
-        .await
-        .ok()
-        .map(|response| response.into_inner().read_index)
 }
 
 /// Which lease question to ask the leader.
@@ -394,7 +274,7 @@ impl Node {
             if let Some(answer) = self.local_lease_query(id, query)? {
                 return Ok(answer);
             }
-            if let Some(leader) = self.known_leader() {
+            if let Some(leader) = leader_elsewhere(&self.raft, self.member.id) {
                 if let Some(answer) = self.remote_lease_query(&leader, id, query, deadline).await {
                     return Ok(answer);
                 }
@@ -430,19 +310,6 @@ impl Node {
             Ok(answer) => Ok(Some(answer)),
             Err(KeeperError::NotLeading) => Ok(None),
         }
-    }
-
-    /// The current leader, if it is another member.
-    fn known_leader(&self) -> Option<MemberNode> {
-        let metrics = self.raft.metrics().borrow().clone();
-        let leader = metrics
-            .current_leader
-            .filter(|leader| *leader != self.member.id)?;
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&leader)
-            .cloned()
     }
 
     async fn remote_lease_query(
@@ -493,21 +360,19 @@ pub enum ProposeError {
     Node(NodeError),
 }
 
-enum ForwardError {
-    NotProposed,
-    Failed(NodeError),
+/// The member Raft's latest view says leads, if it is another one.
+pub fn leader_elsewhere(raft: &Raft<TypeConfig>, me: NodeId) -> Option<MemberNode> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow();
+    let leader = metrics.current_leader.filter(|id| *id != me)?;
+    metrics
+        .membership_config
+        .membership()
+        .get_node(&leader)
+        .cloned()
 }
 
 /// The status a forwarding target returns when it does not lead.
 pub fn not_leader() -> tonic::Status {
     tonic::Status::failed_precondition(NOT_LEADER)
-}
-
-/// Whether a forwarded request certainly never reached a leader's log.
-fn was_not_sent(status: &tonic::Status) -> bool {
-    (status.code() == tonic::Code::FailedPrecondition && status.message() == NOT_LEADER)
-        || (status.code() == tonic::Code::Unknown
-            && status.message().starts_with("Service was not ready"))
-        || (status.code() == tonic::Code::Unavailable
-            && status.message().contains("tcp connect error"))
 }

@@ -5,128 +5,106 @@
 //!
 //! Sharing is safe only with a round that *starts after* a read arrived: a round
 //! already under way may have taken its commit index before a write the reader has
-//! seen acknowledged. So a round takes exactly the reads waiting when it starts.
+//! seen acknowledged. [`crate::batch::Batcher`] gives exactly that: a round takes
+//! the reads waiting when it starts.
 
-use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::sync::oneshot;
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::Raft;
+use synod_proto::synodpeer::ReadIndexRequest;
+use synod_storage::{NodeId, TypeConfig};
 
-/// One stream of shared rounds; `T` is a round's outcome, handed to every read that
-/// waited for it.
-pub struct SharedRounds<T> {
-    state: Mutex<Waiting<T>>,
+use crate::batch::{Batcher, Limit};
+use crate::limits::REQUEST_TIMEOUT;
+use crate::node::{leader_elsewhere, DEFAULT_GROUP};
+use crate::raft::network::PeerClients;
+
+/// Leadership confirmations, shared by the reads waiting when each starts.
+pub type LeaderReads = Batcher<(), ReadIndex>;
+
+/// Read indexes asked of the leader, shared like [`LeaderReads`]; `None` when no
+/// leader answered.
+pub type FollowerReads = Batcher<(), Option<u64>>;
+
+/// Confirmations of `raft`'s leadership, held back while `gate` is held
+/// exclusively. Read indexes are at least `floor` (see
+/// [`crate::node::Node::recovered_log_index`]).
+pub fn leader_reads(
+    raft: Raft<TypeConfig>,
+    gate: Arc<tokio::sync::RwLock<()>>,
+    floor: u64,
+) -> Arc<LeaderReads> {
+    Batcher::new(Limit::unlimited(), move |reads: Vec<()>| {
+        let (raft, gate) = (raft.clone(), gate.clone());
+        async move { vec![confirm_leadership(raft, gate, floor).await; reads.len()] }
+    })
 }
 
-struct Waiting<T> {
-    /// A driver task is running rounds.
-    driving: bool,
-    /// Reads waiting for the next round.
-    readers: Vec<oneshot::Sender<T>>,
+/// Read indexes that member `me` asks of the member `raft` says leads.
+pub fn follower_reads(
+    raft: Raft<TypeConfig>,
+    peers: PeerClients,
+    me: NodeId,
+) -> Arc<FollowerReads> {
+    Batcher::new(Limit::unlimited(), move |reads: Vec<()>| {
+        let (raft, peers) = (raft.clone(), peers.clone());
+        async move { vec![ask_leader_for_read_index(raft, peers, me).await; reads.len()] }
+    })
 }
 
-impl<T: Clone + Send + 'static> Default for SharedRounds<T> {
-    fn default() -> Self {
-        Self {
-            state: Mutex::new(Waiting {
-                driving: false,
-                readers: Vec::new(),
-            }),
-        }
-    }
+/// What one leadership confirmation round found.
+#[derive(Debug, Clone)]
+pub enum ReadIndex {
+    /// This member leads; reads may proceed once this log index is applied.
+    Ready(u64),
+    /// This member does not lead.
+    NotLeader,
+    /// Leadership could not be confirmed with a quorum.
+    NoQuorum(String),
+    /// Raft has stopped.
+    Stopped,
 }
 
-impl<T: Clone + Send + 'static> SharedRounds<T> {
-    /// Waits for the outcome of a round that starts after this call. `round` runs a
-    /// round; it is used only if no driver is running. `None` if the driver died.
-    pub async fn join<F, Fut>(self: &Arc<Self>, round: F) -> Option<T>
-    where
-        F: Fn() -> Fut + Send + 'static,
-        Fut: Future<Output = T> + Send + 'static,
-    {
-        let (sender, receiver) = oneshot::channel();
-        let start = {
-            let mut state = self.lock();
-            state.readers.push(sender);
-            !std::mem::replace(&mut state.driving, true)
-        };
-        if start {
-            // A task of its own, so a reader that gives up cannot strand the others.
-            let rounds = self.clone();
-            tokio::spawn(async move { rounds.drive(round).await });
+/// One confirmation round on the leader (held back while leadership is handed over).
+/// The read index is at least `floor` (see [`crate::node::Node::recovered_log_index`]).
+async fn confirm_leadership(
+    raft: Raft<TypeConfig>,
+    gate: Arc<tokio::sync::RwLock<()>>,
+    floor: u64,
+) -> ReadIndex {
+    let _gate = gate.read().await;
+    match tokio::time::timeout(REQUEST_TIMEOUT, raft.get_read_log_id()).await {
+        Err(_) => ReadIndex::NoQuorum("read index: leadership not confirmed in time".into()),
+        Ok(Ok((read_log_id, _))) => {
+            ReadIndex::Ready(read_log_id.map_or(0, |log_id| log_id.index).max(floor))
         }
-        receiver.await.ok()
-    }
-
-    async fn drive<F, Fut>(&self, round: F)
-    where
-        F: Fn() -> Fut,
-        Fut: Future<Output = T>,
-    {
-        loop {
-            let readers = {
-                let mut state = self.lock();
-                if state.readers.is_empty() {
-                    state.driving = false;
-                    return;
-                }
-                std::mem::take(&mut state.readers)
-            };
-            let outcome = round().await;
-            for reader in readers {
-                let _ = reader.send(outcome.clone());
-            }
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+            ReadIndex::NotLeader
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting<T>> {
-        synod_storage::sync::lock(&self.state)
+        Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(error)))) => {
+            ReadIndex::NoQuorum(error.to_string())
+        }
+        Ok(Err(RaftError::Fatal(_))) => ReadIndex::Stopped,
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn concurrent_reads_share_rounds_that_start_after_them() {
-        let rounds = Arc::new(SharedRounds::<usize>::default());
-        let started = Arc::new(AtomicUsize::new(0));
-        let round = {
-            let started = started.clone();
-            move || {
-                let started = started.clone();
-                async move {
-                    let number = started.fetch_add(1, Ordering::SeqCst) + 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    number
-                }
-            }
-        };
-        let mut reads = Vec::new();
-        for _ in 0..50 {
-            let rounds = rounds.clone();
-            let round = round.clone();
-            let started = started.clone();
-            reads.push(tokio::spawn(async move {
-                let before = started.load(Ordering::SeqCst);
-                let outcome = rounds.join(round).await.unwrap();
-                // The round that answered started after this read arrived.
-                assert!(outcome > before);
-                outcome
-            }));
-        }
-        for read in reads {
-            read.await.unwrap();
-        }
-        let total = started.load(Ordering::SeqCst);
-        assert!((1..=3).contains(&total), "{total} rounds for 50 reads");
-        // Idle again: the next read starts a fresh round.
-        assert_eq!(rounds.join(round).await.unwrap(), total + 1);
-    }
+/// One follower round: asks the member this one believes leads for a read index.
+async fn ask_leader_for_read_index(
+    raft: Raft<TypeConfig>,
+    peers: PeerClients,
+    me: NodeId,
+) -> Option<u64> {
+    let leader = leader_elsewhere(&raft, me)?;
+    let mut client = peers.for_node(&leader).ok()?;
+    let mut request = tonic::Request::new(ReadIndexRequest {
+        group_id: DEFAULT_GROUP,
+    });
+    request.set_timeout(Duration::from_secs(2));
+    client
+        .read_index(request)
+        .await
+        .ok()
+        .map(|response| response.into_inner().read_index)
 }

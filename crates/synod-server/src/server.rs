@@ -48,9 +48,9 @@ use crate::limits::{
     SHUTDOWN_GRACE, SNAPSHOT_CHUNK_BYTES,
 };
 use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
-use crate::proposal::Proposals;
 use crate::raft::network::{PeerClients, PeerNetworkFactory};
 use crate::raft::peer_service::PeerService;
+use crate::{forward, proposal, read_index};
 
 /// How often a member asks its peers whether it is still a member.
 const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -252,14 +252,19 @@ pub async fn run(
         data_dir: config.data_dir.clone(),
         limits: config.limits,
         unsafe_skip_read_index: config.unsafe_skip_read_index,
-        peers,
+        peers: peers.clone(),
         leases: LeaseKeeper::default(),
         applied: applied.clone(),
         recovered_log_index,
-        proposals: Proposals::new(raft.clone(), transfer_gate.clone()),
+        proposals: proposal::proposals(raft.clone(), transfer_gate.clone()),
+        forwards: forward::forwards(raft.clone(), peers.clone(), expected.member_id),
+        leader_reads: read_index::leader_reads(
+            raft.clone(),
+            transfer_gate.clone(),
+            recovered_log_index,
+        ),
+        follower_reads: read_index::follower_reads(raft.clone(), peers.clone(), expected.member_id),
         transfer_gate,
-        leader_reads: Arc::default(),
-        follower_reads: Arc::default(),
     });
 
     // Initialize before serving peers: a member that has seen a vote request can no

@@ -335,3 +335,61 @@ async fn lagging_follower_catches_up_by_snapshot() {
     cluster.assert_replicas_agree(revision).await;
     cluster.assert_replicas_agree(revision / 2).await;
 }
+
+/// Writes sent to a follower concurrently travel to the leader in shared forwards;
+/// each must still get its own answer: its own revision, or its own refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_through_a_follower_each_get_their_own_answer() {
+    let cluster = Cluster::start(3, &[]).await;
+    let follower = (cluster.leader().await + 1) % 3;
+    let endpoint = cluster.members[follower].endpoint();
+    let mut writes = JoinSet::new();
+    for connection in 0..4 {
+        let client = connect(std::slice::from_ref(&endpoint)).await;
+        for n in 0..50 {
+            let mut client = client.clone();
+            writes.spawn(async move {
+                let key = format!("burst/{connection}-{n:02}");
+                // Every fifth write names a lease that does not exist.
+                let options = (n % 5 == 0)
+                    .then(|| etcd_client::PutOptions::new().with_lease(0x5eed_0000 + n));
+                let outcome = client.put(key.clone(), format!("v{n}"), options).await;
+                (
+                    key,
+                    n % 5 == 0,
+                    outcome.map(|response| response.header().expect("header").revision()),
+                )
+            });
+        }
+    }
+    let mut revisions = BTreeMap::new();
+    while let Some(joined) = writes.join_next().await {
+        let (key, refused, outcome) = joined.expect("write task");
+        match outcome {
+            Ok(revision) => {
+                assert!(!refused, "{key}: a put with a missing lease succeeded");
+                assert!(revisions.insert(revision, key).is_none(), "revision reused");
+            }
+            Err(error) => {
+                assert!(refused, "{key}: {error}");
+                assert!(
+                    error.to_string().contains("requested lease not found"),
+                    "{key}: {error}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        revisions.len(),
+        160,
+        "every valid write got its own revision"
+    );
+    // Each acknowledged write is where its revision says, read through the follower.
+    let mut client = connect(&[endpoint]).await;
+    for (revision, key) in &revisions {
+        let response = client.get(key.as_str(), None).await.expect("read");
+        assert_eq!(response.kvs()[0].mod_revision(), *revision, "{key}");
+    }
+    let stored = read_all(&cluster, follower, "burst/").await;
+    assert_eq!(stored.len(), 160);
+}

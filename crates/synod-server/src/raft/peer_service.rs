@@ -4,8 +4,6 @@
 use std::sync::Arc;
 
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
-use prost::Message;
-use synod_proto::synodpb::Command as CommandMessage;
 use synod_proto::synodpeer::raft_peer_server::RaftPeer;
 use synod_proto::synodpeer::{
     ForwardRequest, ForwardResponse, LeaseDeadline, LeaseRequest, MembershipRequest,
@@ -16,9 +14,9 @@ use synod_storage::{NodeId, TypeConfig};
 use tonic::{Request, Response, Status};
 
 use super::codec;
-use crate::limits::REQUEST_TIMEOUT;
+use crate::forward;
 use crate::membership::{LocalChange, MembershipChange, MembershipError};
-use crate::node::{not_leader, LeaseQuery, Node, NodeError, ProposeError, DEFAULT_GROUP};
+use crate::node::{not_leader, LeaseQuery, Node, DEFAULT_GROUP};
 
 /// Serves the peer RPC for one node.
 pub struct PeerService {
@@ -101,20 +99,8 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<ForwardResponse>, Status> {
         let message = request.into_inner();
         check_group(message.group_id)?;
-        let command = CommandMessage::decode(message.command.as_slice())
-            .map_err(|error| Status::invalid_argument(format!("bad forwarded command: {error}")))?;
-        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
-        match self.node.propose_local(command, deadline).await {
-            Ok(committed) => Ok(Response::new(ForwardResponse {
-                response: committed.result.encode_to_vec(),
-                log_index: committed.log_index,
-            })),
-            Err(ProposeError::NotLeader(_)) => Err(not_leader()),
-            Err(ProposeError::Node(NodeError::Timeout)) => {
-                Err(Status::deadline_exceeded(NodeError::Timeout.to_string()))
-            }
-            Err(ProposeError::Node(error)) => Err(Status::unavailable(error.to_string())),
-        }
+        let results = forward::serve(&self.node, message.commands).await;
+        Ok(Response::new(ForwardResponse { results }))
     }
 
     async fn timeout_now(

@@ -1,0 +1,174 @@
+//! Writes that reach a follower travel to the leader, which alone can propose them.
+//! A follower sends the writes that arrive while its previous forward is under way
+//! together, in one peer RPC (see [`crate::batch`]): a forward then costs about as
+//! much as one write of its own, whatever it carries, as the leader's log entries
+//! do. The leader proposes each command as if a client had sent it there, so its
+//! own proposal batching gathers them with everything else.
+//!
+//! Every command gets its own outcome. A command is retried elsewhere only when it
+//! certainly never reached a leader's log, so no write is applied twice.
+
+use std::sync::Arc;
+
+use openraft::Raft;
+use synod_proto::synodpb::Command as CommandMessage;
+use synod_proto::synodpeer::{ForwardRequest, ForwardedResult};
+use synod_storage::{NodeId, TypeConfig};
+use tokio::time::Instant;
+
+use crate::batch::{Batcher, Limit};
+use crate::limits::{PEER_MESSAGE_BYTES_MAX, REQUEST_TIMEOUT};
+use crate::node::{
+    leader_elsewhere, not_leader, Committed, Node, NodeError, ProposeError, DEFAULT_GROUP,
+    NOT_LEADER,
+};
+use crate::raft::network::PeerClients;
+
+/// Forwards under way at once from one member. A forward waits at the leader for
+/// a log entry; with two, the next forward is on its way while the last one waits,
+/// instead of starting only after it returns.
+const FORWARDS_IN_FLIGHT: usize = 2;
+
+/// Most commands in one forward.
+const COMMANDS_PER_FORWARD_MAX: usize = 512;
+
+/// What became of one forwarded command.
+pub type Forwarded = Result<Committed, ForwardError>;
+
+/// Why a forwarded command was not committed.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// It never reached a leader's log; it may be sent again.
+    NotProposed,
+    /// It failed, or its outcome is unknown.
+    Failed(NodeError),
+}
+
+/// Commands forwarded to the leader, gathered into one RPC per round.
+pub type Forwards = Batcher<CommandMessage, Forwarded>;
+
+/// The forwards of member `me`, to whichever member `raft` says leads.
+pub fn forwards(raft: Raft<TypeConfig>, peers: PeerClients, me: NodeId) -> Arc<Forwards> {
+    use prost::Message;
+    let limit = Limit {
+        in_flight: FORWARDS_IN_FLIGHT,
+        items: COMMANDS_PER_FORWARD_MAX,
+        weight: |command: &CommandMessage| command.encoded_len(),
+        // Leave room for the framing of each command and of the request.
+        weight_max: PEER_MESSAGE_BYTES_MAX / 2,
+    };
+    Batcher::new(limit, move |commands| {
+        forward(raft.clone(), peers.clone(), me, commands)
+    })
+}
+
+/// One round: sends `commands` to the leader and answers each.
+async fn forward(
+    raft: Raft<TypeConfig>,
+    peers: PeerClients,
+    me: NodeId,
+    commands: Vec<CommandMessage>,
+) -> Vec<Forwarded> {
+    let count = commands.len();
+    let failed_all = |error: &dyn Fn() -> ForwardError| (0..count).map(|_| Err(error())).collect();
+    let Some(leader) = leader_elsewhere(&raft, me) else {
+        return failed_all(&|| ForwardError::NotProposed);
+    };
+    let mut client = match peers.for_node(&leader) {
+        Ok(client) => client,
+        Err(error) => {
+            return failed_all(&|| ForwardError::Failed(NodeError::Internal(error.to_string())))
+        }
+    };
+    let mut request = tonic::Request::new(ForwardRequest {
+        group_id: DEFAULT_GROUP,
+        commands,
+    });
+    request.set_timeout(REQUEST_TIMEOUT);
+    let results = match client.forward(request).await {
+        Ok(response) => response.into_inner().results,
+        Err(status) => return failed_all(&|| failure(status.clone())),
+    };
+    if results.len() != count {
+        let reason = format!(
+            "leader answered {} of {count} forwarded commands",
+            results.len()
+        );
+        return failed_all(&|| ForwardError::Failed(NodeError::Internal(reason.clone())));
+    }
+    results.into_iter().map(forwarded).collect()
+}
+
+fn forwarded(answer: ForwardedResult) -> Forwarded {
+    let ForwardedResult {
+        result,
+        log_index,
+        code,
+        message,
+    } = answer;
+    if code != tonic::Code::Ok as i32 {
+        return Err(failure(tonic::Status::new(
+            tonic::Code::from(code),
+            message,
+        )));
+    }
+    match result {
+        Some(result) => Ok(Committed { result, log_index }),
+        None => Err(ForwardError::Failed(NodeError::Internal(
+            "leader answered a forwarded command without a result".into(),
+        ))),
+    }
+}
+
+fn failure(status: tonic::Status) -> ForwardError {
+    if was_not_sent(&status) {
+        ForwardError::NotProposed
+    } else if status.code() == tonic::Code::DeadlineExceeded {
+        ForwardError::Failed(NodeError::Timeout)
+    } else {
+        ForwardError::Failed(NodeError::Forwarded(status))
+    }
+}
+
+/// Whether a forwarded request certainly never reached a leader's log.
+fn was_not_sent(status: &tonic::Status) -> bool {
+    (status.code() == tonic::Code::FailedPrecondition && status.message() == NOT_LEADER)
+        || (status.code() == tonic::Code::Unknown
+            && status.message().starts_with("Service was not ready"))
+        || (status.code() == tonic::Code::Unavailable
+            && status.message().contains("tcp connect error"))
+}
+
+/// The leader's half: proposes every forwarded command as if a client had sent it
+/// here, all at once so they share entries, and answers each.
+pub async fn serve(node: &Node, commands: Vec<CommandMessage>) -> Vec<ForwardedResult> {
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    let proposals = commands
+        .into_iter()
+        .map(|command| node.propose_local(command, deadline));
+    futures::future::join_all(proposals)
+        .await
+        .into_iter()
+        .map(|outcome| match outcome {
+            Ok(committed) => ForwardedResult {
+                result: Some(committed.result),
+                log_index: committed.log_index,
+                ..Default::default()
+            },
+            Err(error) => {
+                let status = match error {
+                    ProposeError::NotLeader(_) => not_leader(),
+                    ProposeError::Node(NodeError::Timeout) => {
+                        tonic::Status::deadline_exceeded(NodeError::Timeout.to_string())
+                    }
+                    ProposeError::Node(error) => tonic::Status::unavailable(error.to_string()),
+                };
+                ForwardedResult {
+                    code: status.code() as i32,
+                    message: status.message().to_string(),
+                    ..Default::default()
+                }
+            }
+        })
+        .collect()
+}
