@@ -44,13 +44,53 @@ pub fn live_at<T>(table: &T, group: GroupId, key: &[u8], at: i64) -> StoreResult
 where
     T: ReadableTable<KvKey<'static>, &'static [u8]>,
 {
-    match version_at(table, group, key, at)? {
-        Some((mod_revision, _, bytes)) => {
-            let record = KeyRecord::decode(&bytes)?;
-            Ok((!record.tombstone).then(|| key_value(key, mod_revision, &record)))
-        }
-        None => Ok(None),
+    live_version(table, group, key, at, true)
+}
+
+/// Like [`live_at`], but with the key and value left empty: what a write needs
+/// to know of the version it replaces, without copying the value out.
+pub fn live_header_at<T>(
+    table: &T,
+    group: GroupId,
+    key: &[u8],
+    at: i64,
+) -> StoreResult<Option<KeyValue>>
+where
+    T: ReadableTable<KvKey<'static>, &'static [u8]>,
+{
+    live_version(table, group, key, at, false)
+}
+
+fn live_version<T>(
+    table: &T,
+    group: GroupId,
+    key: &[u8],
+    at: i64,
+    with_bytes: bool,
+) -> StoreResult<Option<KeyValue>>
+where
+    T: ReadableTable<KvKey<'static>, &'static [u8]>,
+{
+    let mut range = table.range::<KvKey>((group, key, 0, 0)..=(group, key, at, i64::MAX))?;
+    let Some((row, bytes)) = range.next_back().transpose()? else {
+        return Ok(None);
+    };
+    let (_, _, mod_revision, _) = row.value();
+    let record = KeyRecord::decode(bytes.value())?;
+    if record.tombstone {
+        return Ok(None);
     }
+    Ok(Some(if with_bytes {
+        key_value(key, mod_revision, &record)
+    } else {
+        KeyValue {
+            create_revision: record.create_revision,
+            mod_revision,
+            version: record.version,
+            lease: record.lease,
+            ..Default::default()
+        }
+    }))
 }
 
 /// Builds the wire form of one key version.

@@ -37,12 +37,20 @@ impl<'a> KeyRecord<'a> {
     /// Encodes the record for storage.
     pub fn encode(&self) -> Vec<u8> {
         let mut bytes = Vec::with_capacity(HEADER_LEN + self.value.len());
+        self.encode_into(&mut bytes);
+        bytes
+    }
+
+    /// Encodes the record into `bytes`, replacing what it held, so a writer can
+    /// reuse one buffer for every record.
+    pub fn encode_into(&self, bytes: &mut Vec<u8>) {
+        bytes.clear();
+        bytes.reserve(HEADER_LEN + self.value.len());
         bytes.push(if self.tombstone { FLAG_TOMBSTONE } else { 0 });
         bytes.extend_from_slice(&self.create_revision.to_be_bytes());
         bytes.extend_from_slice(&self.version.to_be_bytes());
         bytes.extend_from_slice(&self.lease.to_be_bytes());
         bytes.extend_from_slice(self.value);
-        bytes
     }
 
     /// Decodes a stored record.

@@ -37,6 +37,8 @@ pub struct MvccWriter<'txn> {
     compacted: i64,
     /// Changes made so far by the command being applied.
     sub: i64,
+    /// Reused for encoding each version written.
+    record: Vec<u8>,
 }
 
 impl<'txn> MvccWriter<'txn> {
@@ -55,6 +57,7 @@ impl<'txn> MvccWriter<'txn> {
             revision,
             compacted,
             sub: 0,
+            record: Vec::new(),
         })
     }
 
@@ -192,11 +195,16 @@ impl<'txn> MvccWriter<'txn> {
         read::live_at(&self.kv, self.group, key, i64::MAX)
     }
 
+    fn is_live(&self, key: &[u8]) -> StoreResult<bool> {
+        Ok(read::live_header_at(&self.kv, self.group, key, i64::MAX)?.is_some())
+    }
+
     fn write_version(&mut self, key: &[u8], record: &KeyRecord<'_>) -> StoreResult<()> {
         let main = self.pending_revision();
         let sub = self.sub;
+        record.encode_into(&mut self.record);
         self.kv
-            .insert((self.group, key, main, sub), record.encode().as_slice())?;
+            .insert((self.group, key, main, sub), self.record.as_slice())?;
         self.revisions.insert((self.group, main, sub), key)?;
         self.sub += 1;
         Ok(())
@@ -206,7 +214,7 @@ impl<'txn> MvccWriter<'txn> {
         if request.lease != 0 && self.leases.get((self.group, request.lease))?.is_none() {
             return Err(MvccError::LeaseNotFound);
         }
-        if (request.ignore_value || request.ignore_lease) && self.live(&request.key)?.is_none() {
+        if (request.ignore_value || request.ignore_lease) && !self.is_live(&request.key)? {
             return Err(MvccError::KeyNotFound);
         }
         Ok(())
@@ -247,7 +255,7 @@ impl<'txn> MvccWriter<'txn> {
         for key in attached {
             self.lease_keys
                 .remove((self.group, request.id, key.as_slice()))?;
-            if self.live(&key)?.is_some() {
+            if self.is_live(&key)? {
                 self.write_version(&key, &KeyRecord::TOMBSTONE)?;
             }
         }
@@ -326,7 +334,13 @@ impl<'txn> MvccWriter<'txn> {
     }
 
     fn do_put(&mut self, request: &PutRequest) -> Result<PutResponse, MvccError> {
-        let previous = self.live(&request.key)?;
+        // The previous value is copied out only when the answer or the new
+        // version needs it.
+        let previous = if request.prev_kv || request.ignore_value {
+            self.live(&request.key)?
+        } else {
+            read::live_header_at(&self.kv, self.group, &request.key, i64::MAX)?
+        };
         let value: &[u8] = match (&previous, request.ignore_value) {
             (Some(previous), true) => &previous.value,
             (None, true) => return Err(MvccError::KeyNotFound),
