@@ -15,6 +15,7 @@ pub mod lease;
 pub mod limits;
 pub mod membership;
 pub mod node;
+pub mod point_reads;
 pub mod proposal;
 pub mod raft;
 pub mod read_index;

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use crate::forward::{ForwardError, Forwards};
 use crate::lease::{KeeperError, LeaseKeeper, LeaseTtl};
 use crate::limits::{Limits, LEADER_RETRY_INTERVAL, REQUEST_TIMEOUT};
+use crate::point_reads::PointReads;
 use crate::proposal::{BatchError, Proposals};
 use crate::raft::network::PeerClients;
 use crate::read_index::{FollowerReads, LeaderReads, ReadIndex};
@@ -97,6 +98,8 @@ pub struct Node {
     pub recovered_log_index: u64,
     /// Proposals gathered into batch entries while this member leads.
     pub proposals: Arc<Proposals>,
+    /// Single-key reads of the store, batched onto the blocking pool.
+    pub point_reads: Arc<PointReads>,
     /// Writes forwarded to the leader while this member follows.
     pub forwards: Arc<Forwards>,
     /// Leadership confirmations shared by concurrent reads while this member leads.

@@ -50,7 +50,7 @@ use crate::limits::{
 use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
 use crate::raft::network::{PeerClients, PeerNetworkFactory};
 use crate::raft::peer_service::PeerService;
-use crate::{forward, proposal, read_index};
+use crate::{forward, point_reads, proposal, read_index};
 
 /// How often a member asks its peers whether it is still a member.
 const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -257,6 +257,7 @@ pub async fn run(
         applied: applied.clone(),
         recovered_log_index,
         proposals: proposal::proposals(raft.clone(), transfer_gate.clone()),
+        point_reads: point_reads::point_reads(MvccReader::new(db.clone(), DEFAULT_GROUP)),
         forwards: forward::forwards(raft.clone(), peers.clone(), expected.member_id),
         leader_reads: read_index::leader_reads(
             raft.clone(),

@@ -43,11 +43,16 @@ pub async fn read_range(node: &Node, request: RangeRequest) -> Result<RangeRespo
     if !request.serializable {
         node.read_barrier().await?;
     }
-    // A point read is a few B-tree page lookups, cheaper than the two thread
-    // switches a blocking task costs; a range may scan without bound (a count
-    // covers the whole range whatever the limit), so it runs off the workers.
+    // Store reads block (a durable commit holds pages readers need), so they run
+    // off the async workers. Point reads go together, many to one blocking task
+    // and one read snapshot (see [`crate::point_reads`]); a range may scan without
+    // bound (a count covers the whole range whatever the limit), so it gets a task
+    // of its own rather than hold up the reads batched behind it.
     let response = if request.range_end.is_empty() {
-        node.reader.range(&request)?
+        node.point_reads
+            .submit(request)
+            .await
+            .ok_or_else(|| ApiError::Internal("a point read was lost".into()))??
     } else {
         let reader = node.reader.clone();
         tokio::task::spawn_blocking(move || reader.range(&request))

@@ -82,12 +82,28 @@ impl MvccReader {
 
     /// Serves a Range request from one consistent read snapshot.
     pub fn range(&self, request: &RangeRequest) -> Result<RangeResponse, MvccError> {
+        self.ranges(std::slice::from_ref(request))?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("a range produced no answer".into()).into()))
+    }
+
+    /// Serves several Range requests from one read snapshot, one answer each: a
+    /// snapshot opened once for a batch of reads, each of which only needs state
+    /// at least as new as when it arrived. Fails as a whole only if the snapshot
+    /// cannot be opened.
+    pub fn ranges(
+        &self,
+        requests: &[RangeRequest],
+    ) -> Result<Vec<Result<RangeResponse, MvccError>>, MvccError> {
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let meta = txn.open_table(SM_META).map_err(StoreError::from)?;
         let current = write::read_counter(&meta, self.group, sm_meta::REVISION)?;
         let compacted = write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
         let kv = txn.open_table(KV).map_err(StoreError::from)?;
-        read::range(&kv, self.group, request, current, compacted)
+        Ok(requests
+            .iter()
+            .map(|request| read::range(&kv, self.group, request, current, compacted))
+            .collect())
     }
 
     /// Up to `limit` changes with revisions in `from..=to`, with each change's
