@@ -103,11 +103,12 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
             };
             let (items, answers): (Vec<I>, Vec<oneshot::Sender<O>>) = {
                 let mut state = self.lock();
-                if state.waiting.is_empty() {
+                let round = self.take(&mut state.waiting);
+                if round.is_empty() {
                     state.driving = false;
                     return;
                 }
-                self.take(&mut state.waiting).into_iter().unzip()
+                round.into_iter().unzip()
             };
             let round = (self.round)(items);
             let answer = async move {
@@ -124,8 +125,13 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         }
     }
 
-    /// The oldest waiting requests that fit one round (always at least one).
+    /// The oldest waiting requests that fit one round (always at least one, if
+    /// any is left). A request whose caller stopped waiting (it timed out, or its
+    /// client went away) is dropped unseen: it was answered as failed or unknown,
+    /// and carrying it out seconds later, after the client has moved on, would be
+    /// a write nobody expects.
     fn take(&self, waiting: &mut Vec<(I, oneshot::Sender<O>)>) -> Vec<(I, oneshot::Sender<O>)> {
+        waiting.retain(|(_, answer)| !answer.is_closed());
         let mut weight = 0usize;
         let mut count = 0;
         for (item, _) in waiting.iter() {
@@ -251,5 +257,30 @@ mod tests {
         });
         assert_eq!(batcher.submit(()).await, None);
         assert_eq!(batcher.submit(()).await, Some(1));
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_before_its_round_is_never_carried_out() {
+        let carried_out = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = carried_out.clone();
+        let batcher = Batcher::new(Limit::unlimited(), move |batch: Vec<u32>| {
+            record.lock().unwrap().extend(batch.iter().copied());
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                vec![(); batch.len()]
+            }
+        });
+        // Request 1 starts a round; 2 waits for the next one and gives up first.
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let given_up =
+            tokio::time::timeout(Duration::from_millis(10), batcher.submit(2)).await;
+        assert!(given_up.is_err());
+        assert_eq!(first.await.unwrap(), Some(()));
+        assert_eq!(batcher.submit(3).await, Some(()));
+        assert_eq!(*carried_out.lock().unwrap(), [1, 3]);
     }
 }
