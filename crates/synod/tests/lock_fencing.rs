@@ -230,7 +230,9 @@ async fn fenced_counter_survives_leader_crash_and_a_frozen_holder() {
     cluster.wait_ready().await;
 
     // The counter's whole history: every write is the previous value plus one, so
-    // no two holders ever interleaved, and no write was lost.
+    // no two holders ever interleaved, and no write was lost. Read through fresh
+    // connections: the first client's one to the killed member broke with it.
+    let client = Client::connect(&endpoints).unwrap();
     let mut history = client.watch(COUNTER, Vec::new(), 1, false).await.unwrap();
     let final_value: u64 = String::from_utf8(client.get(COUNTER).await.unwrap().unwrap())
         .unwrap()
