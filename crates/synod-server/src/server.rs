@@ -203,6 +203,16 @@ pub async fn run(
     let peer_listeners = bind(&config.listen_peer).await?;
 
     let peers = PeerClients::new(config.peer_source_address);
+    let mut log_store = LogStore::open(
+        &config
+            .data_dir
+            .join(LOG_DIR)
+            .join(format!("group-{DEFAULT_GROUP}")),
+        LogLimits::default(),
+    )
+    .and_then(|log_store| log_store.pipeline_leader_appends(expected.member_id))
+    .map_err(|error| data_dir_error(error.to_string()))?;
+    let log_durable = log_store.durable();
     let state_machine = StateMachine::new(
         db.clone(),
         DEFAULT_GROUP,
@@ -211,16 +221,9 @@ pub async fn run(
             .join("snapshots")
             .join(format!("group-{DEFAULT_GROUP}")),
     )
-    .map_err(|error| data_dir_error(error.to_string()))?;
+    .map_err(|error| data_dir_error(error.to_string()))?
+    .wait_for_log(log_durable.clone());
     let applied = state_machine.subscribe();
-    let mut log_store = LogStore::open(
-        &config
-            .data_dir
-            .join(LOG_DIR)
-            .join(format!("group-{DEFAULT_GROUP}")),
-        LogLimits::default(),
-    )
-    .map_err(|error| data_dir_error(error.to_string()))?;
     let recovered_log_index = log_store
         .get_log_state()
         .await
@@ -230,7 +233,7 @@ pub async fn run(
     let raft = Raft::new(
         expected.member_id,
         Arc::new(raft_config(&config)?),
-        PeerNetworkFactory::new(DEFAULT_GROUP, peers.clone()),
+        PeerNetworkFactory::new(DEFAULT_GROUP, peers.clone(), log_durable),
         log_store,
         state_machine,
     )

@@ -73,6 +73,9 @@ pub struct StateMachine {
     snapshot_dir: PathBuf,
     applied: Arc<watch::Sender<Applied>>,
     last_durable: Arc<std::sync::Mutex<std::time::Instant>>,
+    /// How far the Raft log is on disk, when the log may acknowledge a leader's
+    /// appends before flushing them (see [`StateMachine::wait_for_log`]).
+    log_durable: Option<watch::Receiver<u64>>,
 }
 
 impl StateMachine {
@@ -92,12 +95,22 @@ impl StateMachine {
             snapshot_dir,
             applied: Arc::new(applied),
             last_durable: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            log_durable: None,
         };
         let (last_applied, _) = state_machine.applied_state_sync()?;
         state_machine.applied.send_modify(|applied| {
             applied.log_index = last_applied.map_or(0, |log_id| log_id.index);
         });
         Ok(state_machine)
+    }
+
+    /// Applies an entry only once the Raft log has it on disk here, as `durable`
+    /// reports. Needed with `LogStore::pipeline_leader_appends`: a leader may then
+    /// see an entry committed before its own copy is flushed, and must not act on
+    /// it (answer it, serve it) until then.
+    pub fn wait_for_log(mut self, durable: watch::Receiver<u64>) -> Self {
+        self.log_durable = Some(durable);
+        self
     }
 
     /// Follows what the state machine applies.
@@ -342,6 +355,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (&mut self.log_durable, entries.last()) {
+            let index = last.log_id.index;
+            durable.wait_for(|durable| *durable >= index).await.map_err(|_| {
+                StoreError::Corrupt("the Raft log stopped before flushing an entry to apply".into())
+                    .write_state_machine()
+            })?;
+        }
         let db = self.db.clone();
         let group = self.group;
         let durability = {

@@ -157,3 +157,54 @@ async fn damage_before_the_last_segment_is_refused() -> Result<()> {
     }
     Ok(())
 }
+
+/// Waits until `store` reports every entry up to `index` on disk.
+async fn durable_through(store: &LogStore, index: u64) -> Result<()> {
+    let mut durable = store.durable();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        durable.wait_for(|durable| *durable >= index),
+    )
+    .await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_follower_append_is_on_disk_when_acknowledged() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("wal");
+    // Pipelining applies to member 1's own appends; it follows member 2 here.
+    let mut store = LogStore::open(&dir, SMALL)?.pipeline_leader_appends(1)?;
+    store.save_vote(&Vote::new_committed(3, 2)).await?;
+    store.blocking_append(entries(3, 1..=10)).await?;
+    assert_eq!(*store.durable().borrow(), 10);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leader_append_is_flushed_behind_it_and_survives_a_restart() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("wal");
+    let mut store = LogStore::open(&dir, SMALL)?.pipeline_leader_appends(1)?;
+    store.save_vote(&Vote::new_committed(3, 1)).await?;
+    for index in 1..=40 {
+        store.blocking_append(entries(3, index..=index)).await?;
+    }
+    durable_through(&store, 40).await?;
+
+    // A leader deposed keeps what it flushed and loses its unflushed tail only
+    // through a truncation, which is flushed at once.
+    store.save_vote(&Vote::new_committed(4, 2)).await?;
+    store.truncate(log_id(3, 31)).await?;
+    assert_eq!(*store.durable().borrow(), 30);
+    store.blocking_append(entries(4, 31..=35)).await?;
+    assert_eq!(*store.durable().borrow(), 35);
+
+    let store = reopen(store, &dir)?;
+    assert_eq!(*store.durable().borrow(), 35, "recovered entries are on disk");
+    let mut store = store;
+    let mut expected: Vec<LogId> = (1..=30).map(|index| log_id(3, index)).collect();
+    expected.extend((31..=35).map(|index| log_id(4, index)));
+    assert_eq!(log_ids(&mut store, 0..=100).await?, expected);
+    Ok(())
+}

@@ -20,6 +20,7 @@ use serde::Serialize;
 use synod_proto::synodpeer::raft_peer_client::RaftPeerClient;
 use synod_proto::synodpeer::RaftMessage;
 use synod_storage::{GroupId, MemberNode, NodeId, TypeConfig};
+use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 
 use super::codec;
@@ -87,12 +88,18 @@ impl PeerClients {
 pub struct PeerNetworkFactory {
     group: GroupId,
     clients: PeerClients,
+    log_durable: watch::Receiver<u64>,
 }
 
 impl PeerNetworkFactory {
-    /// A factory for `group` that shares `clients`.
-    pub fn new(group: GroupId, clients: PeerClients) -> Self {
-        Self { group, clients }
+    /// A factory for `group` that shares `clients`. `log_durable` says how far this
+    /// member's Raft log is on disk (`LogStore::durable`).
+    pub fn new(group: GroupId, clients: PeerClients, log_durable: watch::Receiver<u64>) -> Self {
+        Self {
+            group,
+            clients,
+            log_durable,
+        }
     }
 }
 
@@ -104,6 +111,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             group: self.group,
             target,
             client: self.clients.for_node(node),
+            log_durable: self.log_durable.clone(),
         }
     }
 }
@@ -113,6 +121,7 @@ pub struct PeerNetwork {
     group: GroupId,
     target: NodeId,
     client: Result<RaftPeerClient<Channel>, PeerUrlError>,
+    log_durable: watch::Receiver<u64>,
 }
 
 /// Which peer RPC to call.
@@ -171,6 +180,28 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, MemberNode, RaftError<NodeId>>>
     {
+        // A leader acknowledges its own appends before they are flushed, so it may
+        // know an entry committed before its own copy is on disk. Followers must
+        // not apply it before then: a commit index goes out only once this
+        // member's log holds it durably (as etcd's leader sends commits only after
+        // its own write).
+        if let Some(committed) = rpc.leader_commit {
+            let flushed = self
+                .log_durable
+                .wait_for(|durable| *durable >= committed.index);
+            match tokio::time::timeout(option.hard_ttl(), flushed).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => {
+                    let reason = format!(
+                        "this member's Raft log has not flushed the commit index {}",
+                        committed.index
+                    );
+                    return Err(RPCError::Network(NetworkError::new(
+                        &std::io::Error::other(reason),
+                    )));
+                }
+            }
+        }
         self.call(PeerCall::AppendEntries, &rpc, option.hard_ttl())
             .await
     }

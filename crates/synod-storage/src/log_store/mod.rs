@@ -8,6 +8,9 @@
 //!
 //! In memory the store keeps where each entry lies and a cache of the newest entries
 //! (the ones replication is about to send), so readers rarely touch the disk.
+//!
+//! A leader need not wait for its own flush before it replicates (Raft thesis,
+//! §10.2.1; etcd does the same): see [`LogStore::pipeline_leader_appends`].
 
 mod record;
 mod segment;
@@ -23,13 +26,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, Vote};
+use tokio::sync::watch;
 
 use crate::error::{StoreError, StoreResult};
 use crate::sync::lock;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use record::{Read, Record};
 use segment::Location;
-use writer::{Effect, FramedEntry, Writer};
+use writer::{Effect, FlushSignal, FramedEntry, Writer};
 
 /// How much of the log a store keeps in memory, and how large its files grow.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +65,9 @@ impl Default for LogLimits {
 pub struct LogStore {
     contents: Arc<Mutex<Contents>>,
     writer: Arc<Mutex<Writer>>,
+    durable: watch::Receiver<u64>,
+    /// This member and the flusher's signal, once leader appends are pipelined.
+    pipelined: Option<(NodeId, Arc<FlushSignal>)>,
 }
 
 /// What the log holds, as readers see it.
@@ -203,6 +210,15 @@ impl LogStore {
             Some((&seq, _)) => (seq, segment::open_for_append(dir, seq)?, recovered.last_len),
             None => (1, segment::create(dir, 1)?, 0),
         };
+        // What was read back may have been in the page cache only (a leader's
+        // append not yet flushed when the process died): make it durable before
+        // anything counts on it.
+        active.sync_data()?;
+        let written_upto = recovered
+            .entries
+            .last_key_value()
+            .map_or(0, |(index, _)| *index);
+        let (durable, durable_receiver) = watch::channel(written_upto);
         let mut segments = recovered.segments;
         segments.entry(active_seq).or_insert(0);
         let mut files = BTreeMap::new();
@@ -235,17 +251,58 @@ impl LogStore {
         let writer = Writer {
             dir: dir.to_path_buf(),
             contents: contents.clone(),
-            active,
+            active: Arc::new(active),
             active_seq,
             active_len,
             segments,
             segment_bytes: limits.segment_bytes,
             failed: None,
+            written_upto,
+            unflushed_upto: None,
+            truncations: 0,
+            durable,
         };
         Ok(Self {
             contents,
             writer: Arc::new(Mutex::new(writer)),
+            durable: durable_receiver,
+            pipelined: None,
         })
+    }
+
+    /// Lets member `me`, while it leads, acknowledge its own appends as soon as
+    /// they are written, flushing them on a thread of their own. openraft then
+    /// sends each entry to the followers while the leader's disk writes it,
+    /// instead of after: one flush less on every write's path.
+    ///
+    /// openraft counts the leader's own copy at once, so it may find an entry
+    /// committed while only one follower has it on disk. That is safe only because
+    /// nothing acts on the commitment before the leader's flush too: the state
+    /// machine must wait for [`LogStore::durable`] before it applies (see
+    /// `StateMachine::wait_for_log`), and the network must not tell followers of a
+    /// commit index beyond it. Then every entry any member applies, and every
+    /// answer, is on the disks of a majority.
+    pub fn pipeline_leader_appends(mut self, me: NodeId) -> StoreResult<Self> {
+        let signal = Arc::new(FlushSignal::default());
+        let writer = Arc::downgrade(&self.writer);
+        let flusher_signal = signal.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || writer::run_flusher(writer, flusher_signal))?;
+        self.pipelined = Some((me, signal));
+        Ok(self)
+    }
+
+    /// The index up to which every entry of the log is on disk.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
+    /// The flusher's signal, if this member leads and pipelines its appends.
+    fn leader_flusher(&self) -> Option<&FlushSignal> {
+        let (me, signal) = self.pipelined.as_ref()?;
+        let vote = self.contents().vote?;
+        (vote.is_committed() && vote.leader_id().voted_for() == Some(*me)).then_some(&**signal)
     }
 
     fn contents(&self) -> MutexGuard<'_, Contents> {
@@ -346,14 +403,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 });
             }
         }
-        let outcome = lock(&self.writer).append(&framed);
+        let flusher = self.leader_flusher();
+        let effect = if flusher.is_some() {
+            Effect::Background
+        } else {
+            Effect::Durable
+        };
+        let outcome = lock(&self.writer).append(&framed, effect);
+        if let (Ok(()), Some(flusher)) = (&outcome, flusher) {
+            flusher.notify();
+        }
         callback.log_io_completed(outcome.map_err(std::io::Error::other));
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.contents().truncate(log_id.index);
-        self.write(&Record::Truncate(log_id.index), Effect::Durable)
+        let mut writer = lock(&self.writer);
+        writer.truncating(log_id.index);
+        writer
+            .record(&Record::Truncate(log_id.index), Effect::Durable)
             .map_err(StoreError::write_logs)
     }
 

@@ -1,18 +1,24 @@
 //! Writing a log's records: appends to the current segment, flushed with
 //! `fdatasync` when a change must be durable.
 //!
-//! The writer runs in the caller: openraft's core waits for every append to be
-//! durable before it moves on, so handing the write to another thread would only
-//! add two thread switches to every entry. A failed write or flush leaves the file
-//! in a state the writer cannot vouch for, so from then on it refuses everything:
-//! the node stops rather than acknowledge writes that might not be there after a
-//! restart.
+//! The writer runs in the caller. A follower's append is flushed before it
+//! returns: the follower's answer tells the leader the entry is durable. A
+//! leader's append may instead be left to the flusher thread (see
+//! [`super::LogStore::pipeline_leader_appends`]), so the leader sends the entry to
+//! its followers while its own disk writes it. Either way, [`Writer::durable`]
+//! says how far the log is flushed.
+//!
+//! A failed write or flush leaves the file in a state the writer cannot vouch for,
+//! so from then on it refuses everything: the node stops rather than acknowledge
+//! writes that might not be there after a restart.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+
+use tokio::sync::watch;
 
 use super::record::Record;
 use super::segment::{self, Location};
@@ -37,12 +43,15 @@ pub(super) enum Effect {
     Purge(u64),
     /// Written, not flushed: it becomes durable with the next flush.
     Lazy,
+    /// Written, then flushed by the flusher thread, which reports it through
+    /// [`Writer::durable`].
+    Background,
 }
 
 pub(super) struct Writer {
     pub dir: PathBuf,
     pub contents: Arc<Mutex<Contents>>,
-    pub active: File,
+    pub active: Arc<File>,
     pub active_seq: u64,
     pub active_len: u64,
     /// Every segment with the highest entry index written to it.
@@ -51,12 +60,35 @@ pub(super) struct Writer {
     pub segment_bytes: u64,
     /// Why the log stopped taking writes, once a write has failed.
     pub failed: Option<String>,
+    /// The highest entry index written since the last truncation.
+    pub written_upto: u64,
+    /// Entries up to this index are written but wait for the flusher.
+    pub unflushed_upto: Option<u64>,
+    /// Counts truncations, so a flush that started before one cannot vouch for
+    /// entries written after it.
+    pub truncations: u64,
+    /// Every entry up to this index is on disk.
+    pub durable: watch::Sender<u64>,
 }
 
 impl Writer {
-    /// Appends `entries`, durably.
-    pub fn append(&mut self, entries: &[FramedEntry]) -> StoreResult<()> {
-        self.guarded(|writer| writer.write(entries, &[], Effect::Durable))
+    /// Appends `entries`, flushed before it returns or, with
+    /// [`Effect::Background`], by the flusher.
+    pub fn append(&mut self, entries: &[FramedEntry], effect: Effect) -> StoreResult<()> {
+        self.guarded(|writer| writer.write(entries, &[], effect))
+    }
+
+    /// Records that the log is cut at `from`, before the truncation is written.
+    pub fn truncating(&mut self, from: u64) {
+        let kept = from.saturating_sub(1);
+        self.truncations += 1;
+        self.unflushed_upto = None;
+        self.written_upto = self.written_upto.min(kept);
+        self.durable.send_if_modified(|durable| {
+            let lowered = *durable > kept;
+            *durable = (*durable).min(kept);
+            lowered
+        });
     }
 
     /// Appends one non-entry record with the given effect.
@@ -94,9 +126,21 @@ impl Writer {
             max_index = max_index.max(entry.index);
         }
         buffer.extend_from_slice(other);
-        self.active.write_all(&buffer)?;
-        if effect != Effect::Lazy {
-            self.active.sync_data()?;
+        (&*self.active).write_all(&buffer)?;
+        if let Some(last) = entries.last() {
+            self.written_upto = last.index;
+        }
+        match effect {
+            Effect::Lazy => {}
+            Effect::Background => {
+                if !entries.is_empty() {
+                    self.unflushed_upto = Some(self.written_upto);
+                }
+            }
+            Effect::Durable | Effect::Purge(_) => {
+                self.active.sync_data()?;
+                self.flushed(self.written_upto);
+            }
         }
         self.active_len += buffer.len() as u64;
         self.segments.insert(self.active_seq, max_index);
@@ -108,6 +152,18 @@ impl Writer {
             self.rotate()?;
         }
         Ok(())
+    }
+
+    /// Notes that every entry up to `upto` is on disk.
+    fn flushed(&mut self, upto: u64) {
+        if self.unflushed_upto.is_some_and(|unflushed| unflushed <= upto) {
+            self.unflushed_upto = None;
+        }
+        self.durable.send_if_modified(|durable| {
+            let raised = upto > *durable;
+            *durable = (*durable).max(upto);
+            raised
+        });
     }
 
     /// Starts the next segment, opening it with the hard state so that no older
@@ -132,7 +188,9 @@ impl Writer {
         file.sync_data()?;
         let reader = segment::open_for_reading(&self.dir, seq)?;
         lock(&self.contents).files.insert(seq, reader);
-        self.active = file;
+        self.active = Arc::new(file);
+        // The old segment was flushed above, whatever waited for the flusher.
+        self.flushed(self.written_upto);
         self.active_seq = seq;
         self.active_len = header.len() as u64;
         self.segments.insert(seq, 0);
@@ -154,6 +212,72 @@ impl Writer {
             if let Err(error) = fs::remove_file(&path) {
                 tracing::warn!(segment = %path.display(), %error, "cannot delete a purged Raft log segment");
             }
+        }
+    }
+}
+
+/// Wakes the flusher thread when a leader's append waits for it.
+#[derive(Default)]
+pub(super) struct FlushSignal {
+    pending: Mutex<bool>,
+    wake: Condvar,
+}
+
+impl FlushSignal {
+    pub fn notify(&self) {
+        *lock(&self.pending) = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits for a notification; `false` once the log store is gone.
+    fn wait(&self, writer: &std::sync::Weak<Mutex<Writer>>) -> bool {
+        let mut pending = lock(&self.pending);
+        while !*pending {
+            if writer.strong_count() == 0 {
+                return false;
+            }
+            pending = match self
+                .wake
+                .wait_timeout(pending, std::time::Duration::from_millis(500))
+            {
+                Ok((guard, _)) => guard,
+                Err(poisoned) => poisoned.into_inner().0,
+            };
+        }
+        *pending = false;
+        true
+    }
+}
+
+/// The flusher thread: flushes what leader appends left unflushed, outside every
+/// lock, and reports it through [`Writer::durable`]. Ends with the log store.
+pub(super) fn run_flusher(writer: std::sync::Weak<Mutex<Writer>>, signal: Arc<FlushSignal>) {
+    while signal.wait(&writer) {
+        let Some(strong) = writer.upgrade() else {
+            return;
+        };
+        let job = {
+            let writer = lock(&strong);
+            match (writer.failed.is_none(), writer.unflushed_upto) {
+                (true, Some(upto)) => Some((writer.active.clone(), upto, writer.truncations)),
+                _ => None,
+            }
+        };
+        let Some((file, upto, truncations)) = job else {
+            continue;
+        };
+        let outcome = file.sync_data();
+        let mut writer = lock(&strong);
+        match outcome {
+            Err(error) => {
+                let reason = format!("the Raft log cannot be flushed: {error}");
+                tracing::error!("{reason}; refusing every further write");
+                writer.failed = Some(reason);
+            }
+            // A truncation meanwhile may have replaced entries this flush did not
+            // cover; the truncation itself flushed everything before it.
+            Ok(()) if writer.truncations == truncations => writer.flushed(upto),
+            Ok(()) => {}
         }
     }
 }
