@@ -276,8 +276,7 @@ mod tests {
             async move { batcher.submit(1).await }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let given_up =
-            tokio::time::timeout(Duration::from_millis(10), batcher.submit(2)).await;
+        let given_up = tokio::time::timeout(Duration::from_millis(10), batcher.submit(2)).await;
         assert!(given_up.is_err());
         assert_eq!(first.await.unwrap(), Some(()));
         assert_eq!(batcher.submit(3).await, Some(()));

@@ -357,10 +357,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let entries: Vec<Entry> = entries.into_iter().collect();
         if let (Some(durable), Some(last)) = (&mut self.log_durable, entries.last()) {
             let index = last.log_id.index;
-            durable.wait_for(|durable| *durable >= index).await.map_err(|_| {
-                StoreError::Corrupt("the Raft log stopped before flushing an entry to apply".into())
+            durable
+                .wait_for(|durable| *durable >= index)
+                .await
+                .map_err(|_| {
+                    StoreError::Corrupt(
+                        "the Raft log stopped before flushing an entry to apply".into(),
+                    )
                     .write_state_machine()
-            })?;
+                })?;
         }
         let db = self.db.clone();
         let group = self.group;

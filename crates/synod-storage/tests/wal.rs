@@ -201,7 +201,11 @@ async fn a_leader_append_is_flushed_behind_it_and_survives_a_restart() -> Result
     assert_eq!(*store.durable().borrow(), 35);
 
     let store = reopen(store, &dir)?;
-    assert_eq!(*store.durable().borrow(), 35, "recovered entries are on disk");
+    assert_eq!(
+        *store.durable().borrow(),
+        35,
+        "recovered entries are on disk"
+    );
     let mut store = store;
     let mut expected: Vec<LogId> = (1..=30).map(|index| log_id(3, index)).collect();
     expected.extend((31..=35).map(|index| log_id(4, index)));

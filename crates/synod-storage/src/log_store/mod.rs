@@ -1,8 +1,9 @@
 //! The Raft log and hard state of one group: a write-ahead log of its own.
 //!
 //! Appends, truncations, purges and vote changes are records appended to a segment
-//! file and flushed with `fdatasync` before openraft is told they are done: that is
-//! what makes an acknowledged write survive a crash. An append-only file needs one
+//! file and flushed with `fdatasync` before openraft is told they are done (a
+//! leader's own appends excepted, see below): that is what makes an acknowledged
+//! write survive a crash. An append-only file needs one
 //! small sequential write and one flush per batch, where a B-tree commit rewrites
 //! pages all over its file; the log's speed bounds every write the cluster takes.
 //!

@@ -156,7 +156,10 @@ impl Writer {
 
     /// Notes that every entry up to `upto` is on disk.
     fn flushed(&mut self, upto: u64) {
-        if self.unflushed_upto.is_some_and(|unflushed| unflushed <= upto) {
+        if self
+            .unflushed_upto
+            .is_some_and(|unflushed| unflushed <= upto)
+        {
             self.unflushed_upto = None;
         }
         self.durable.send_if_modified(|durable| {
