@@ -49,35 +49,14 @@ pub struct Store {
 /// database all follow, so a new table cannot be left out of one of them. (A
 /// macro, as the definitions differ in type.)
 macro_rules! for_each_table {
-    (|$table:ident| $body:expr) => {{
-        {
-            let $table = KV;
+    (|$table:ident| $body:expr) => {
+        for_each_table!(@each $table, $body, KV, REVISIONS, SM_META, MEMBERS, IDENTITY, LEASES, LEASE_KEYS)
+    };
+    (@each $table:ident, $body:expr, $($definition:ident),*) => {{
+        $({
+            let $table = $definition;
             $body;
-        }
-        {
-            let $table = REVISIONS;
-            $body;
-        }
-        {
-            let $table = SM_META;
-            $body;
-        }
-        {
-            let $table = MEMBERS;
-            $body;
-        }
-        {
-            let $table = IDENTITY;
-            $body;
-        }
-        {
-            let $table = LEASES;
-            $body;
-        }
-        {
-            let $table = LEASE_KEYS;
-            $body;
-        }
+        })*
     }};
 }
 

@@ -23,7 +23,7 @@ use std::fs::{self, File};
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, Vote};
@@ -34,7 +34,7 @@ use crate::sync::lock;
 use crate::types::{Entry, LogId, NodeId, StorageError, TypeConfig};
 use record::{Read, Record};
 use segment::Location;
-use writer::{Effect, FlushSignal, FramedEntry, Writer};
+use writer::{Effect, FramedEntry, Writer};
 
 /// How much of the log a store keeps in memory, and how large its files grow.
 #[derive(Debug, Clone, Copy)]
@@ -67,8 +67,9 @@ pub struct LogStore {
     contents: Arc<Mutex<Contents>>,
     writer: Arc<Mutex<Writer>>,
     durable: watch::Receiver<u64>,
-    /// This member and the flusher's signal, once leader appends are pipelined.
-    pipelined: Option<(NodeId, Arc<FlushSignal>)>,
+    /// This member and the way to wake the flusher, once leader appends are
+    /// pipelined. One pending wake-up covers every append before it is taken.
+    pipelined: Option<(NodeId, mpsc::SyncSender<()>)>,
 }
 
 /// What the log holds, as readers see it.
@@ -284,13 +285,12 @@ impl LogStore {
     /// commit index beyond it. Then every entry any member applies, and every
     /// answer, is on the disks of a majority.
     pub fn pipeline_leader_appends(mut self, me: NodeId) -> StoreResult<Self> {
-        let signal = Arc::new(FlushSignal::default());
-        let writer = Arc::downgrade(&self.writer);
-        let flusher_signal = signal.clone();
+        let (wake, woken) = mpsc::sync_channel(1);
+        let writer = self.writer.clone();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || writer::run_flusher(writer, flusher_signal))?;
-        self.pipelined = Some((me, signal));
+            .spawn(move || writer::run_flusher(writer, woken))?;
+        self.pipelined = Some((me, wake));
         Ok(self)
     }
 
@@ -299,11 +299,11 @@ impl LogStore {
         self.durable.clone()
     }
 
-    /// The flusher's signal, if this member leads and pipelines its appends.
-    fn leader_flusher(&self) -> Option<&FlushSignal> {
-        let (me, signal) = self.pipelined.as_ref()?;
+    /// The flusher's wake-up, if this member leads and pipelines its appends.
+    fn leader_flusher(&self) -> Option<&mpsc::SyncSender<()>> {
+        let (me, wake) = self.pipelined.as_ref()?;
         let vote = self.contents().vote?;
-        (vote.is_committed() && vote.leader_id().voted_for() == Some(*me)).then_some(&**signal)
+        (vote.is_committed() && vote.leader_id().voted_for() == Some(*me)).then_some(wake)
     }
 
     fn contents(&self) -> MutexGuard<'_, Contents> {
@@ -412,7 +412,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         let outcome = lock(&self.writer).append(&framed, effect);
         if let (Ok(()), Some(flusher)) = (&outcome, flusher) {
-            flusher.notify();
+            // Full: a wake-up is pending and will see this append too.
+            let _ = flusher.try_send(());
         }
         callback.log_io_completed(outcome.map_err(std::io::Error::other));
         Ok(())

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 
 use tokio::sync::watch;
 
@@ -219,48 +219,14 @@ impl Writer {
     }
 }
 
-/// Wakes the flusher thread when a leader's append waits for it.
-#[derive(Default)]
-pub(super) struct FlushSignal {
-    pending: Mutex<bool>,
-    wake: Condvar,
-}
-
-impl FlushSignal {
-    pub fn notify(&self) {
-        *lock(&self.pending) = true;
-        self.wake.notify_one();
-    }
-
-    /// Waits for a notification; `false` once the log store is gone.
-    fn wait(&self, writer: &std::sync::Weak<Mutex<Writer>>) -> bool {
-        let mut pending = lock(&self.pending);
-        while !*pending {
-            if writer.strong_count() == 0 {
-                return false;
-            }
-            pending = match self
-                .wake
-                .wait_timeout(pending, std::time::Duration::from_millis(500))
-            {
-                Ok((guard, _)) => guard,
-                Err(poisoned) => poisoned.into_inner().0,
-            };
-        }
-        *pending = false;
-        true
-    }
-}
-
 /// The flusher thread: flushes what leader appends left unflushed, outside every
-/// lock, and reports it through [`Writer::durable`]. Ends with the log store.
-pub(super) fn run_flusher(writer: std::sync::Weak<Mutex<Writer>>, signal: Arc<FlushSignal>) {
-    while signal.wait(&writer) {
-        let Some(strong) = writer.upgrade() else {
-            return;
-        };
+/// lock, and reports it through [`Writer::durable`]. Each message on `wake` says an
+/// append waits for it; it ends when every sender (every clone of the log store)
+/// is gone.
+pub(super) fn run_flusher(writer: Arc<Mutex<Writer>>, wake: mpsc::Receiver<()>) {
+    while wake.recv().is_ok() {
         let job = {
-            let writer = lock(&strong);
+            let writer = lock(&writer);
             match (writer.failed.is_none(), writer.unflushed_upto) {
                 (true, Some(upto)) => Some((writer.active.clone(), upto, writer.truncations)),
                 _ => None,
@@ -270,7 +236,7 @@ pub(super) fn run_flusher(writer: std::sync::Weak<Mutex<Writer>>, signal: Arc<Fl
             continue;
         };
         let outcome = file.sync_data();
-        let mut writer = lock(&strong);
+        let mut writer = lock(&writer);
         match outcome {
             Err(error) => {
                 let reason = format!("the Raft log cannot be flushed: {error}");
