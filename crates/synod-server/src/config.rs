@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub heartbeat_interval: Duration,
     /// Time without a leader before a follower campaigns (`--election-timeout`).
     pub election_timeout: Duration,
+    /// Whether a member asks the voters before it campaigns (`--pre-vote`), so a
+    /// member that cannot win does not raise its term and depose the leader.
+    pub pre_vote: bool,
     /// How often an idle watcher that asked for progress notifications gets one
     /// (`--experimental-watch-progress-notify-interval`).
     pub watch_progress_notify_interval: Duration,

@@ -12,8 +12,8 @@ use synod_proto::etcdserverpb::ResponseHeader;
 use synod_proto::synodpb::{Command as CommandMessage, CommandResult as ResultMessage};
 use synod_proto::synodpeer::LeaseRequest;
 use synod_storage::mvcc::MvccReader;
-use synod_storage::Store;
 use synod_storage::{Applied, GroupId, MemberNode, NodeId, TypeConfig};
+use synod_storage::{LogStore, Store};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -70,6 +70,9 @@ pub struct Node {
     pub member: MemberInfo,
     /// The Raft instance of the default group.
     pub raft: Raft<TypeConfig>,
+    /// The default group's Raft log, which Raft writes; read here only for its
+    /// last entry, which a pre-vote is judged by.
+    pub log: LogStore,
     /// Reads of the applied state.
     pub reader: MvccReader,
     /// The node's database: the store and everything but the Raft log.

@@ -50,6 +50,7 @@ use crate::limits::{
 use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
 use crate::raft::network::{PeerClients, PeerNetworkFactory};
 use crate::raft::peer_service::PeerService;
+use crate::raft::pre_vote;
 use crate::{forward, point_reads, proposal, read_index};
 
 /// How often a member asks its peers whether it is still a member.
@@ -112,6 +113,8 @@ fn raft_config(config: &ServerConfig) -> Result<openraft::Config, ServerError> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_count),
         max_in_snapshot_log_to_keep: config.snapshot_catchup_entries,
         max_payload_entries: REPLICATION_ENTRIES_MAX,
+        // Elections start from `pre_vote::run`, after a pre-vote.
+        enable_elect: false,
         snapshot_max_chunk_size: SNAPSHOT_CHUNK_BYTES,
         ..Default::default()
     }
@@ -234,7 +237,7 @@ pub async fn run(
         expected.member_id,
         Arc::new(raft_config(&config)?),
         PeerNetworkFactory::new(DEFAULT_GROUP, peers.clone(), log_durable),
-        log_store,
+        log_store.clone(),
         state_machine,
     )
     .await
@@ -250,6 +253,7 @@ pub async fn run(
             peer_urls: config.advertise_peer_urls.clone(),
         },
         raft: raft.clone(),
+        log: log_store,
         reader: MvccReader::new(db.clone(), DEFAULT_GROUP),
         db: db.clone(),
         data_dir: config.data_dir.clone(),
@@ -299,6 +303,11 @@ pub async fn run(
         tasks.spawn(serve_peers(node.clone(), listener, stop.clone()));
     }
     tasks.spawn(keep_leases(node.clone(), applied, stop.clone()));
+    tasks.spawn(keep_election_timer(
+        node.clone(),
+        config.pre_vote,
+        stop.clone(),
+    ));
     tasks.spawn(publish_attributes(node.clone(), stop.clone()));
     tasks.spawn(stop_when_removed(node.clone(), stop.clone()));
     tracing::info!(
@@ -353,6 +362,16 @@ async fn keep_leases(
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     run_keeper(node, applied, stop.clone()).await;
+    stopped(stop).await;
+    Ok(())
+}
+
+async fn keep_election_timer(
+    node: Arc<Node>,
+    pre_vote: bool,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    pre_vote::run(&node, pre_vote, stop.clone()).await;
     stopped(stop).await;
     Ok(())
 }

@@ -24,4 +24,4 @@ pub use database::{
 pub use error::{StoreError, StoreResult};
 pub use log_store::{LogLimits, LogStore};
 pub use state_machine::{member_attributes, Applied, StateMachine};
-pub use types::{Command, CommandResult, GroupId, MemberNode, NodeId, TypeConfig};
+pub use types::{Command, CommandResult, GroupId, LogId, MemberNode, NodeId, TypeConfig};

@@ -121,3 +121,76 @@ async fn one_way_loss_from_the_leader_moves_leadership() {
         b"ok"
     );
 }
+
+/// Member `index`'s Raft term, from its Status answer.
+async fn term_of(cluster: &Cluster, index: usize) -> u64 {
+    let mut client = connect(&[cluster.members[index].endpoint()]).await;
+    client
+        .status()
+        .await
+        .expect("status")
+        .header()
+        .expect("header")
+        .raft_term()
+}
+
+/// Starts a cluster with `extra_args`, then cuts a follower off from the others
+/// for long enough that its election timer fires twice or more (a lease of 2 s
+/// and an election timeout of 1–2 s, then every election timeout). Returns the
+/// cluster, the leader, the cut-off member and the term before the cut.
+async fn isolate_a_follower(extra_args: &[&str]) -> (Cluster, usize, usize, u64) {
+    let cluster = Cluster::start_behind_proxy(3, extra_args).await;
+    let leader = cluster.leader().await;
+    let isolated = (leader + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|index| *index != isolated).collect();
+    let term = term_of(&cluster, leader).await;
+    cluster.proxy().partition(&[isolated], &others);
+    let mut through_leader = connect(&[cluster.members[leader].endpoint()]).await;
+    through_leader
+        .put("p/during", "x", None)
+        .await
+        .expect("the majority takes writes");
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    (cluster, leader, isolated, term)
+}
+
+/// A member cut off from the others cannot win an election, so its pre-votes fail
+/// and its term stays put; when the partition heals it follows the leader instead
+/// of deposing it with a higher term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_member_rejoins_without_deposing_the_leader() {
+    let (cluster, leader, isolated, term) = isolate_a_follower(&[]).await;
+    assert_eq!(
+        term_of(&cluster, isolated).await,
+        term,
+        "the isolated member raised its term"
+    );
+
+    cluster.proxy().heal();
+    let mut through_isolated = connect(&[cluster.members[isolated].endpoint()]).await;
+    let response = through_isolated
+        .get("p/during", None)
+        .await
+        .expect("read through the member that rejoined");
+    assert_eq!(response.kvs()[0].value(), b"x");
+    assert_eq!(
+        leader_among(&cluster, &[0, 1, 2]).await,
+        leader,
+        "the leader changed"
+    );
+    for index in 0..3 {
+        assert_eq!(
+            term_of(&cluster, index).await,
+            term,
+            "member {index}'s term"
+        );
+    }
+}
+
+/// `--pre-vote=false` (etcd's flag) campaigns without asking: the cut-off member
+/// raises its term at every timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pre_vote_an_isolated_member_raises_its_term() {
+    let (cluster, _, isolated, term) = isolate_a_follower(&["--pre-vote=false"]).await;
+    assert!(term_of(&cluster, isolated).await > term);
+}

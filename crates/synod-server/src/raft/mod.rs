@@ -4,3 +4,4 @@
 pub mod codec;
 pub mod network;
 pub mod peer_service;
+pub mod pre_vote;

@@ -13,7 +13,7 @@ use synod_proto::synodpeer::{
 use synod_storage::{NodeId, TypeConfig};
 use tonic::{Request, Response, Status};
 
-use super::codec;
+use super::{codec, pre_vote};
 use crate::forward;
 use crate::membership::{LocalChange, MembershipChange, MembershipError};
 use crate::node::{not_leader, LeaseQuery, Node, DEFAULT_GROUP};
@@ -81,6 +81,19 @@ impl RaftPeer for PeerService {
         check_group(message.group_id)?;
         let rpc: VoteRequest<NodeId> = codec::decode(&message.payload)?;
         reply(&self.node.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let message = request.into_inner();
+        check_group(message.group_id)?;
+        let rpc: VoteRequest<NodeId> = codec::decode(&message.payload)?;
+        let response = pre_vote::answer(&self.node, &rpc)
+            .await
+            .ok_or_else(|| Status::unavailable("raft has stopped"))?;
+        reply(&response)
     }
 
     async fn install_snapshot(

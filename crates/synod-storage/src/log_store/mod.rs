@@ -299,6 +299,18 @@ impl LogStore {
         self.durable.clone()
     }
 
+    /// The id of the newest entry appended (or purged into a snapshot). A member
+    /// answering a pre-vote compares it with the candidate's, without waiting on
+    /// Raft's core.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        let contents = self.contents();
+        contents
+            .slots
+            .last_key_value()
+            .map(|(_, slot)| slot.log_id)
+            .or(contents.last_purged)
+    }
+
     /// The flusher's wake-up, if this member leads and pipelines its appends.
     fn leader_flusher(&self) -> Option<&mpsc::SyncSender<()>> {
         let (me, wake) = self.pipelined.as_ref()?;
@@ -334,14 +346,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let contents = self.contents();
-        let last_log_id = contents
-            .slots
-            .last_key_value()
-            .map(|(_, slot)| slot.log_id)
-            .or(contents.last_purged);
+        let last_log_id = self.last_log_id();
         Ok(LogState {
-            last_purged_log_id: contents.last_purged,
+            last_purged_log_id: self.contents().last_purged,
             last_log_id,
         })
     }

@@ -87,6 +87,20 @@ pub struct ServeFlags {
     #[arg(long, env = "ETCD_ELECTION_TIMEOUT", default_value_t = 1000)]
     election_timeout: u64,
 
+    /// Ask the voters before campaigning, so a member that cannot win an election
+    /// (say, one cut off from the others) does not raise its term and depose the
+    /// leader when it returns (`--pre-vote=false` turns it off).
+    #[arg(
+        long,
+        env = "ETCD_PRE_VOTE",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true"
+    )]
+    pre_vote: bool,
+
     /// Largest client request in bytes.
     #[arg(long, env = "ETCD_MAX_REQUEST_BYTES", default_value_t = 1_572_864)]
     max_request_bytes: usize,
@@ -176,6 +190,7 @@ impl ServeFlags {
             snapshot_catchup_entries: self.snapshot_catchup_entries,
             heartbeat_interval: Duration::from_millis(self.heartbeat_interval),
             election_timeout: Duration::from_millis(self.election_timeout),
+            pre_vote: self.pre_vote,
             watch_progress_notify_interval: self.experimental_watch_progress_notify_interval,
             unsafe_skip_read_index: self.unsafe_skip_read_index,
             backend_cache_bytes: self.backend_cache_bytes,
