@@ -6,6 +6,7 @@
 //! needed) and makes reads linearizable with a read index.
 
 pub mod api;
+pub mod authority;
 pub mod batch;
 pub mod config;
 pub mod forward;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use openraft::storage::RaftLogStorage;
 use openraft::{Raft, SnapshotPolicy};
 use synod_proto::etcdserverpb::auth_server::AuthServer;
@@ -39,6 +40,7 @@ use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::pending::PendingService;
 use crate::api::watch::WatchService;
+use crate::authority::AuthorityFix;
 use crate::config::{ClusterState, ConfigError, ServerConfig};
 use crate::identity::{self, Identity, IdentityError};
 use crate::join::{self, JoinError};
@@ -505,7 +507,10 @@ async fn serve_clients(
         .add_service(AuthServer::new(PendingService))
         .add_service(LockServer::new(LockService::new(node.clone())))
         .add_service(ElectionServer::new(ElectionService::new(node.clone())))
-        .serve_with_incoming_shutdown(without_delay(listener), stopped(stop))
+        .serve_with_incoming_shutdown(
+            without_delay(listener).map_ok(AuthorityFix::new),
+            stopped(stop),
+        )
         .await?;
     Ok(())
 }

@@ -1410,10 +1410,41 @@ async fn etcdctl_cluster_and_endpoint_commands() {
         "member list: etcd's Cluster service header has no revision: {header:?}"
     );
 
-    // Not covered: etcdctl 3.4 dials an endpoint given with a scheme
-    // (`--endpoints=http://...`, and `endpoint status --cluster`, which uses the
-    // published client URLs) with the whole URL as the HTTP/2 :authority. etcd
-    // accepts that; synod's HTTP/2 server (h2) rejects it as malformed.
+    // etcdctl 3.4 dials an endpoint given with a scheme (`--endpoints=http://...`,
+    // and every `--cluster` form, which uses the published client URLs) with the
+    // whole URL as the HTTP/2 :authority.
+    let url = format!("http://{endpoint}");
+    let out = Etcdctl::new(std::slice::from_ref(&url)).run(&["endpoint", "status"]);
+    check!(
+        out.code == 0 && out.stdout.starts_with(&format!("{url}, {follower_id:x}, ")),
+        "endpoint status of a URL: {}",
+        describe(&out)
+    );
+    let out = ctl.run(&["endpoint", "status", "--cluster"]);
+    let mut urls: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|line| line.split(", ").next())
+        .collect();
+    urls.sort_unstable();
+    let mut wanted: Vec<String> = cluster.members.iter().map(|m| m.url()).collect();
+    wanted.sort_unstable();
+    check!(
+        out.code == 0 && out.stderr.is_empty() && urls == wanted,
+        "endpoint status --cluster: {}",
+        describe(&out)
+    );
+    let out = ctl.run(&["endpoint", "hashkv", "--cluster"]);
+    let hashes: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|line| line.split(", ").nth(1))
+        .collect();
+    check!(
+        out.code == 0 && hashes.len() == 3 && hashes.windows(2).all(|pair| pair[0] == pair[1]),
+        "endpoint hashkv --cluster: {}",
+        describe(&out)
+    );
 
     finish_checks();
 }
