@@ -2,14 +2,13 @@
 //! member the request reached.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, RaftMetrics};
 use serde::{Deserialize, Serialize};
 use synod_proto::synodpeer::RaftMessage;
-use synod_storage::{MemberNode, NodeId};
+use synod_storage::{member_attributes, MemberNode, NodeId};
 use tokio::time::Instant;
 
 use crate::limits::{LEADER_RETRY_INTERVAL, REQUEST_TIMEOUT};
@@ -208,42 +207,58 @@ pub fn matched_index(metrics: &RaftMetrics<NodeId, MemberNode>, id: NodeId) -> O
 /// How long a membership answer waits for this member to apply the change.
 const MEMBERSHIP_CATCH_UP: Duration = Duration::from_secs(2);
 
-/// How long an added voter has to catch up before it is left a learner.
-const PROMOTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often the leader looks for added voters to promote.
+const PROMOTION_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Makes learner `id` a voter once the leader has replicated its log to it. A voter
-/// is added in two steps (learner, then voter) so that the quorum never includes a
-/// member that has not started or caught up: adding it does not cost availability.
-pub async fn promote_when_caught_up(node: Arc<Node>, id: NodeId) {
-    let deadline = Instant::now() + PROMOTION_TIMEOUT;
-    while Instant::now() < deadline {
+/// While this member leads, makes each learner that MemberAdd added as a voter
+/// (marked so in its replicated attributes) a voter once it has caught up. A
+/// voter is added in two steps (learner, then voter) so that the quorum never
+/// includes a member that has not started or caught up: adding it does not cost
+/// availability. The leader does it, not the member that took the MemberAdd, so a
+/// failure of that member or a change of leader does not leave it a learner.
+pub async fn promote_added_voters(node: &Node) {
+    loop {
+        tokio::time::sleep(PROMOTION_CHECK_INTERVAL).await;
         let metrics = node.raft.metrics().borrow().clone();
-        let membership = metrics.membership_config.membership();
-        if membership.get_node(&id).is_none() || membership.voter_ids().any(|voter| voter == id) {
-            return;
-        }
-        let caught_up = match (metrics.replication.is_some(), metrics.last_log_index) {
-            (true, Some(last)) => matched_index(&metrics, id)
-                .is_some_and(|matched| matched + CAUGHT_UP_LAG_ENTRIES >= last),
-            // Not the leader: it cannot tell; leave the decision to the leader's view.
-            _ => metrics
-                .current_leader
-                .is_some_and(|leader| leader != node.member.id),
+        let (true, Some(last)) = (metrics.replication.is_some(), metrics.last_log_index) else {
+            continue;
         };
-        if caught_up {
-            match node.change_membership(MembershipChange::Promote(id)).await {
-                Ok(()) | Err(MembershipError::NotLearner | MembershipError::MemberNotFound) => {
-                    return
-                }
-                Err(error) => tracing::debug!(%error, member = id, "promotion failed; will retry"),
+        let caught_up: Vec<NodeId> = metrics
+            .membership_config
+            .membership()
+            .learner_ids()
+            .filter(|id| {
+                matched_index(&metrics, *id)
+                    .is_some_and(|matched| matched + CAUGHT_UP_LAG_ENTRIES >= last)
+            })
+            .collect();
+        if caught_up.is_empty() {
+            continue;
+        }
+        // The store is read off the async workers (a read may wait on a commit).
+        let db = node.db.clone();
+        let Ok(Ok(attributes)) =
+            tokio::task::spawn_blocking(move || member_attributes(&db, DEFAULT_GROUP)).await
+        else {
+            continue;
+        };
+        for id in caught_up {
+            let added_as_voter = attributes
+                .iter()
+                .any(|stored| stored.member_id == id && stored.voter);
+            if !added_as_voter {
+                continue;
+            }
+            let member = format!("{id:x}");
+            match node
+                .change_membership_local(&MembershipChange::Promote(id))
+                .await
+            {
+                Ok(()) => tracing::info!(member, "added voter promoted"),
+                Err(error) => tracing::debug!(?error, member, "promotion failed; will retry"),
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tracing::warn!(
-        member = format_args!("{id:x}"),
-        "added member never caught up; it stays a learner"
-    );
 }
 
 /// The outcome of trying a change on this member.

@@ -49,6 +49,7 @@ use crate::limits::{
     CLIENT_MESSAGE_BYTES_MAX, GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX,
     SHUTDOWN_GRACE, SNAPSHOT_CHUNK_BYTES,
 };
+use crate::membership;
 use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
 use crate::raft::network::{PeerClients, PeerNetworkFactory};
 use crate::raft::peer_service::PeerService;
@@ -310,6 +311,7 @@ pub async fn run(
         config.pre_vote,
         stop.clone(),
     ));
+    tasks.spawn(keep_promoting_added_voters(node.clone(), stop.clone()));
     tasks.spawn(publish_attributes(node.clone(), stop.clone()));
     tasks.spawn(stop_when_removed(node.clone(), stop.clone()));
     tracing::info!(
@@ -364,6 +366,18 @@ async fn keep_leases(
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     run_keeper(node, applied, stop.clone()).await;
+    stopped(stop).await;
+    Ok(())
+}
+
+async fn keep_promoting_added_voters(
+    node: Arc<Node>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    tokio::select! {
+        () = membership::promote_added_voters(&node) => {}
+        () = stopped(stop.clone()) => {}
+    }
     stopped(stop).await;
     Ok(())
 }
@@ -541,11 +555,18 @@ async fn publish_attributes(
         member_id: node.member.id,
         name: node.member.name.clone(),
         client_urls: node.member.client_urls.clone(),
+        voter: false,
     };
     let publish = async {
         loop {
             let known = member_attributes(&node.db, DEFAULT_GROUP)
-                .map(|all| all.contains(&attributes))
+                .map(|all| {
+                    all.iter().any(|stored| {
+                        stored.member_id == attributes.member_id
+                            && stored.name == attributes.name
+                            && stored.client_urls == attributes.client_urls
+                    })
+                })
                 .unwrap_or(false);
             if known {
                 return;

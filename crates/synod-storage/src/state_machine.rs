@@ -15,7 +15,7 @@ use openraft::{
     EntryPayload, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
 };
 use prost::Message;
-use redb::{Durability, WriteTransaction};
+use redb::{Durability, ReadableTable, WriteTransaction};
 use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::command_result::Result as Outcome;
@@ -280,15 +280,35 @@ fn changes_leases(outcome: &Outcome) -> bool {
     }
 }
 
+/// Stores `attributes` over what is known of the member: empty fields keep the
+/// stored ones, and a voter stays marked as one (see `MemberAttributes`).
 fn save_member_attributes(
     txn: &WriteTransaction,
     group: GroupId,
     attributes: &MemberAttributes,
 ) -> StoreResult<()> {
-    txn.open_table(MEMBERS)?.insert(
-        (group, attributes.member_id),
-        attributes.encode_to_vec().as_slice(),
-    )?;
+    let mut table = txn.open_table(MEMBERS)?;
+    let key = (group, attributes.member_id);
+    let stored = match table.get(key)? {
+        Some(value) => MemberAttributes::decode(value.value())
+            .map_err(|error| StoreError::Corrupt(format!("member attributes: {error}")))?,
+        None => MemberAttributes::default(),
+    };
+    let merged = MemberAttributes {
+        member_id: attributes.member_id,
+        name: if attributes.name.is_empty() {
+            stored.name
+        } else {
+            attributes.name.clone()
+        },
+        client_urls: if attributes.client_urls.is_empty() {
+            stored.client_urls
+        } else {
+            attributes.client_urls.clone()
+        },
+        voter: stored.voter || attributes.voter,
+    };
+    table.insert(key, merged.encode_to_vec().as_slice())?;
     Ok(())
 }
 
@@ -451,5 +471,58 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: snapshot_meta(&record),
             snapshot: Box::new(file),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::database::{open_database, DEFAULT_CACHE_BYTES};
+
+    fn save(db: &Store, attributes: MemberAttributes) {
+        let txn = db.begin_write().unwrap();
+        save_member_attributes(&txn, 0, &attributes).unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn published_attributes_keep_the_voter_mark() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db.redb"), DEFAULT_CACHE_BYTES).unwrap();
+        save(
+            &db,
+            MemberAttributes {
+                member_id: 7,
+                voter: true,
+                ..Default::default()
+            },
+        );
+        save(
+            &db,
+            MemberAttributes {
+                member_id: 7,
+                name: "m3".into(),
+                client_urls: vec!["http://127.0.0.1:1".into()],
+                voter: false,
+            },
+        );
+        save(
+            &db,
+            MemberAttributes {
+                member_id: 7,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            member_attributes(&db, 0).unwrap(),
+            [MemberAttributes {
+                member_id: 7,
+                name: "m3".into(),
+                client_urls: vec!["http://127.0.0.1:1".into()],
+                voter: true,
+            }]
+        );
     }
 }

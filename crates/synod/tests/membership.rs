@@ -207,3 +207,35 @@ async fn cluster_grows_to_five_and_shrinks_to_three_under_load() {
     }
     cluster.assert_replicas_agree(revision).await;
 }
+
+/// A member added as a voter becomes one even when the member that took the
+/// MemberAdd dies before the new member has started: the intent is replicated
+/// with the add, and whichever member leads promotes it once it has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_voter_is_promoted_after_the_member_that_added_it_dies() {
+    let mut cluster = Cluster::start(3, &[]).await;
+    let via = cluster.follower().await;
+    let index = cluster.add_member();
+    let peer_url = cluster.members[index].peer_url();
+    let added = cluster
+        .client(via)
+        .await
+        .member_add([peer_url], None)
+        .await
+        .expect("member add");
+    let id = added.member().expect("the added member").id();
+    cluster.kill(via);
+
+    cluster.spawn(index);
+    ok_or_panic(cluster.wait_voter(id).await);
+    ok_or_panic(cluster.wait_member_ready(index).await);
+    let mut through_new = cluster.client(index).await;
+    through_new
+        .put("members/after", "x", None)
+        .await
+        .expect("a write through the new voter");
+}
+
+fn ok_or_panic<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|error| panic!("{error}"))
+}

@@ -11,13 +11,15 @@ use synod_proto::etcdserverpb::{
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
     MemberUpdateRequest, MemberUpdateResponse,
 };
+use synod_proto::synodpb::command::Op;
+use synod_proto::synodpb::{Command, MemberAttributes};
 use synod_storage::{member_attributes, MemberNode};
 use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use crate::config::parse_socket_url;
 use crate::identity;
-use crate::membership::{promote_when_caught_up, MembershipChange};
+use crate::membership::MembershipChange;
 use crate::node::{Node, DEFAULT_GROUP};
 
 /// Serves the Cluster service of one node.
@@ -99,15 +101,27 @@ impl Cluster for ClusterService {
             name: String::new(),
             peer_urls: peer_urls.clone(),
         };
+        if !request.is_learner {
+            // A voter joins the quorum once it has caught up; until then it
+            // replicates as a learner. The intent is replicated before the member
+            // is added, so whichever member leads promotes it, even if this one
+            // fails (see `promote_added_voters`).
+            let intent = MemberAttributes {
+                member_id: id,
+                voter: true,
+                ..Default::default()
+            };
+            self.node
+                .propose(Command {
+                    op: Some(Op::MemberAttributes(intent)),
+                })
+                .await
+                .map_err(ApiError::from)?;
+        }
         self.node
             .change_membership(MembershipChange::AddLearner(id, node))
             .await
             .map_err(ApiError::from)?;
-        if !request.is_learner {
-            // A voter joins the quorum once it has caught up (see
-            // `promote_when_caught_up`); until then it replicates as a learner.
-            tokio::spawn(promote_when_caught_up(self.node.clone(), id));
-        }
         Ok(Response::new(MemberAddResponse {
             header: Some(self.node.header(0)),
             member: Some(Member {
