@@ -73,6 +73,10 @@ pub struct Node {
     /// The default group's Raft log, which Raft writes; read here only for its
     /// last entry, which a pre-vote is judged by.
     pub log: LogStore,
+    /// Whether this member knows a live leader: it leads and a majority answers
+    /// it, or it heard from its leader within an election timeout (kept by
+    /// [`crate::raft::pre_vote::run`]). Require-leader requests go by it.
+    pub has_leader: watch::Sender<bool>,
     /// Reads of the applied state.
     pub reader: MvccReader,
     /// The node's database: the store and everything but the Raft log.

@@ -30,6 +30,7 @@ use synod_storage::{
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::cluster::ClusterService;
@@ -39,6 +40,7 @@ use crate::api::lease::LeaseService;
 use crate::api::lock::LockService;
 use crate::api::maintenance::MaintenanceService;
 use crate::api::pending::PendingService;
+use crate::api::require_leader;
 use crate::api::watch::WatchService;
 use crate::authority::AuthorityFix;
 use crate::config::{ClusterState, ConfigError, ServerConfig};
@@ -257,6 +259,7 @@ pub async fn run(
         },
         raft: raft.clone(),
         log: log_store,
+        has_leader: watch::channel(false).0,
         reader: MvccReader::new(db.clone(), DEFAULT_GROUP),
         db: db.clone(),
         data_dir: config.data_dir.clone(),
@@ -504,23 +507,38 @@ async fn serve_clients(
 ) -> Result<(), ServerError> {
     let message_max =
         CLIENT_MESSAGE_BYTES_MAX.max(node.limits.request_bytes_max + GRPC_OVERHEAD_BYTES);
+    let leader = || require_leader::interceptor(node.clone());
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .add_service(
+        .add_service(InterceptedService::new(
             KvServer::new(KvService::new(node.clone())).max_decoding_message_size(message_max),
-        )
-        .add_service(ClusterServer::new(ClusterService::new(node.clone())))
-        .add_service(MaintenanceServer::new(MaintenanceService::new(
-            node.clone(),
-        )))
-        .add_service(WatchServer::new(WatchService::new(
-            node.clone(),
-            progress_interval,
-        )))
-        .add_service(LeaseServer::new(LeaseService::new(node.clone())))
+            leader(),
+        ))
+        .add_service(InterceptedService::new(
+            ClusterServer::new(ClusterService::new(node.clone())),
+            leader(),
+        ))
+        .add_service(InterceptedService::new(
+            MaintenanceServer::new(MaintenanceService::new(node.clone())),
+            leader(),
+        ))
+        .add_service(InterceptedService::new(
+            WatchServer::new(WatchService::new(node.clone(), progress_interval)),
+            leader(),
+        ))
+        .add_service(InterceptedService::new(
+            LeaseServer::new(LeaseService::new(node.clone())),
+            leader(),
+        ))
         .add_service(AuthServer::new(PendingService))
-        .add_service(LockServer::new(LockService::new(node.clone())))
-        .add_service(ElectionServer::new(ElectionService::new(node.clone())))
+        .add_service(InterceptedService::new(
+            LockServer::new(LockService::new(node.clone())),
+            leader(),
+        ))
+        .add_service(InterceptedService::new(
+            ElectionServer::new(ElectionService::new(node.clone())),
+            leader(),
+        ))
         .serve_with_incoming_shutdown(
             without_delay(listener).map_ok(AuthorityFix::new),
             stopped(stop),

@@ -9,7 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{connect, patient_client, Cluster};
-use etcd_client::GetOptions;
+use etcd_client::{Client, ConnectOptions, GetOptions};
 
 /// Waits until the members in `group` agree on a leader among themselves.
 async fn leader_among(cluster: &Cluster, group: &[usize]) -> usize {
@@ -193,4 +193,64 @@ async fn an_isolated_member_rejoins_without_deposing_the_leader() {
 async fn without_pre_vote_an_isolated_member_raises_its_term() {
     let (cluster, _, isolated, term) = isolate_a_follower(&["--pre-vote=false"]).await;
     assert!(term_of(&cluster, isolated).await > term);
+}
+
+/// A member cut off from its leader turns require-leader clients away (etcd's
+/// `WithRequireLeader`, which Kubernetes uses for its watches): their requests are
+/// refused and their watches end with `etcdserver: no leader`, so they can move to
+/// another member. Status shows no leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_a_leader_turns_require_leader_clients_away() {
+    let cluster = Cluster::start_behind_proxy(3, &[]).await;
+    let leader = cluster.leader().await;
+    let isolated = (leader + 1) % 3;
+    let others: Vec<usize> = (0..3).filter(|index| *index != isolated).collect();
+    let endpoint = cluster.members[isolated].endpoint();
+    let options = ConnectOptions::new()
+        .with_require_leader(true)
+        .with_timeout(Duration::from_secs(5));
+    let mut client = Client::connect([endpoint.clone()], Some(options))
+        .await
+        .expect("connect");
+    client
+        .put("p/require", "1", None)
+        .await
+        .expect("a require-leader put with a leader");
+    let mut events = client.watch("p/require", None).await.expect("watch");
+
+    cluster.proxy().partition(&[isolated], &others);
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match events.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(error) => return Some(error.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("the watch ends within 20 s");
+    assert!(
+        ended
+            .as_deref()
+            .is_some_and(|error| error.contains("etcdserver: no leader")),
+        "the watch ended with {ended:?}"
+    );
+    let refused = client.get("p/require", None).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|error| error.to_string().contains("etcdserver: no leader")),
+        "a require-leader get without a leader: {refused:?}"
+    );
+    let mut plain = connect(&[endpoint]).await;
+    let status = plain.status().await.expect("status");
+    assert_eq!(status.leader(), 0, "status of a member without a leader");
+
+    cluster.proxy().heal();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client.get("p/require", None).await.is_err() {
+        assert!(Instant::now() < deadline, "no leader 20 s after healing");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

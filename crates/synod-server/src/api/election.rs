@@ -23,6 +23,7 @@ use super::error::ApiError;
 use super::kv::read_range;
 use super::lock::{created_at, range_kvs, session_key, session_lease};
 use super::recipe::{first_created, txn, wait_deletes, wait_first_put, Changes};
+use super::require_leader;
 use crate::limits::WATCH_RESPONSES_BUFFERED;
 use crate::node::Node;
 
@@ -257,6 +258,7 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        let metadata = request.metadata().clone();
         let name = request.into_inner().name;
         let (sender, receiver) = mpsc::channel(WATCH_RESPONSES_BUFFERED);
         let node = self.node.clone();
@@ -271,7 +273,11 @@ impl Election for ElectionService {
                 () = failure.closed() => {}
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(require_leader::guard(
+            &self.node,
+            &metadata,
+            Box::pin(ReceiverStream::new(receiver)),
+        )))
     }
 
     async fn resign(

@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::commit::{commit, unexpected};
 use super::error::ApiError;
 use super::header::stamp;
+use super::require_leader;
 use crate::lease::LEASE_TTL_MAX_SECONDS;
 use crate::limits::KEEPALIVE_RESPONSES_BUFFERED;
 use crate::node::{LeaseQuery, Node};
@@ -75,6 +76,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let metadata = request.metadata().clone();
         let mut requests = request.into_inner();
         let (sender, receiver) = mpsc::channel(KEEPALIVE_RESPONSES_BUFFERED);
         let node = self.node.clone();
@@ -90,7 +92,11 @@ impl Lease for LeaseService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(require_leader::guard(
+            &self.node,
+            &metadata,
+            Box::pin(ReceiverStream::new(receiver)),
+        )))
     }
 
     async fn lease_time_to_live(

@@ -111,7 +111,12 @@ impl Maintenance for MaintenanceService {
         Ok(Response::new(StatusResponse {
             header: Some(self.node.header(revision)),
             version: ETCD_API_VERSION.to_string(),
-            leader: metrics.current_leader.unwrap_or_default(),
+            // As etcd's: no leader once this member has stopped hearing from it.
+            leader: if *self.node.has_leader.borrow() {
+                metrics.current_leader.unwrap_or_default()
+            } else {
+                0
+            },
             raft_index: metrics.last_log_index.unwrap_or_default(),
             raft_term: metrics.current_term,
             raft_applied_index: metrics.last_applied.map_or(0, |log_id| log_id.index),

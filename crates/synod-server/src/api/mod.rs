@@ -12,5 +12,6 @@ pub mod lock;
 pub mod maintenance;
 pub mod pending;
 pub mod recipe;
+pub mod require_leader;
 pub mod validate;
 pub mod watch;

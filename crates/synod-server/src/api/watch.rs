@@ -26,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::require_leader;
 use crate::limits::{WATCHERS_PER_STREAM_MAX, WATCH_BATCH_ROWS, WATCH_RESPONSES_BUFFERED};
 use crate::node::Node;
 
@@ -60,6 +61,7 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let metadata = request.metadata().clone();
         let (sender, receiver) = mpsc::channel(WATCH_RESPONSES_BUFFERED);
         let session = WatchSession {
             node: self.node.clone(),
@@ -70,7 +72,11 @@ impl Watch for WatchService {
             progress_interval: self.progress_interval,
         };
         tokio::spawn(session.run(request.into_inner()));
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+        Ok(Response::new(require_leader::guard(
+            &self.node,
+            &metadata,
+            Box::pin(ReceiverStream::new(receiver)),
+        )))
     }
 }
 

@@ -156,7 +156,8 @@ pub async fn answer(node: &Node, request: &VoteRequest<NodeId>) -> Option<VoteRe
 }
 
 /// Keeps this member's election timer until `stop` turns true or Raft stops;
-/// campaigns without asking first unless `pre_vote`.
+/// campaigns without asking first unless `pre_vote`. Also keeps
+/// [`Node::has_leader`]: a follower loses its leader when its timer fires.
 pub async fn run(node: &Node, pre_vote: bool, mut stop: watch::Receiver<bool>) {
     let timing = Timing::of(node.raft.config());
     let me = node.member.id;
@@ -168,11 +169,9 @@ pub async fn run(node: &Node, pre_vote: bool, mut stop: watch::Receiver<bool>) {
             () = tokio::time::sleep(timing.tick) => {}
         }
         let Some(state) = VoterState::of(&node.raft).await else {
+            node.has_leader.send_replace(false);
             return;
         };
-        if state.server_state == ServerState::Leader || !state.is_voter(me) {
-            continue;
-        }
         let now = Instant::now();
         let quiet = if state.vote.is_committed() {
             timing.lease + timeout
@@ -182,10 +181,19 @@ pub async fn run(node: &Node, pre_vote: bool, mut stop: watch::Receiver<bool>) {
         let heard = state
             .vote_touched
             .is_some_and(|touched| now < touched + quiet);
-        if heard || now < next_try {
+        let alone = state.voters() == BTreeSet::from([me]);
+        let leading = state.server_state == ServerState::Leader;
+        let has_leader = if leading {
+            let acked = node.raft.metrics().borrow().millis_since_quorum_ack;
+            alone || acked.is_some_and(|millis| Duration::from_millis(millis) <= timing.lease)
+        } else {
+            state.vote.is_committed() && heard
+        };
+        node.has_leader
+            .send_if_modified(|known| std::mem::replace(known, has_leader) != has_leader);
+        if leading || !state.is_voter(me) || heard || now < next_try {
             continue;
         }
-        let alone = state.voters() == BTreeSet::from([me]);
         if alone && state.server_state == ServerState::Candidate {
             continue;
         }
