@@ -224,6 +224,13 @@ async fn an_added_voter_is_promoted_after_the_member_that_added_it_dies() {
         .await
         .expect("member add");
     let id = added.member().expect("the added member").id();
+    assert!(
+        added
+            .member_list()
+            .iter()
+            .any(|member| member.id() == id && !member.is_learner()),
+        "the member list shows the added member as a voter, as etcd's does"
+    );
     cluster.kill(via);
 
     cluster.spawn(index);

@@ -21,6 +21,8 @@ pub struct MemberStatus {
     pub leader: u64,
     /// Its Raft index.
     pub raft_index: u64,
+    /// Whether it replicates without voting (its own Raft view).
+    pub is_learner: bool,
 }
 
 impl Cluster {
@@ -39,6 +41,7 @@ impl Cluster {
             id: header.member_id(),
             leader: status.leader(),
             raft_index: status.raft_index(),
+            is_learner: status.is_learner(),
         })
     }
 

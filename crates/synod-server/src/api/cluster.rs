@@ -53,7 +53,10 @@ impl ClusterService {
                     peer_ur_ls: node.peer_urls.clone(),
                     client_ur_ls: published
                         .map_or_else(Vec::new, |attributes| attributes.client_urls.clone()),
-                    is_learner: !voters.contains(id),
+                    // As etcd lists it: a member added as a voter is one, even
+                    // while it catches up as a learner before its promotion.
+                    is_learner: !voters.contains(id)
+                        && !published.is_some_and(|attributes| attributes.voter),
                 }
             })
             .collect())
