@@ -231,6 +231,12 @@ async fn an_added_voter_is_promoted_after_the_member_that_added_it_dies() {
             .any(|member| member.id() == id && !member.is_learner()),
         "the member list shows the added member as a voter, as etcd's does"
     );
+    let refused = cluster.client(via).await.member_promote(id).await;
+    assert!(
+        matches!(&refused, Err(etcd_client::Error::GRpcStatus(status))
+            if status.message() == "etcdserver: can only promote a learner member"),
+        "promoting a member added as a voter: {refused:?}"
+    );
     cluster.kill(via);
 
     cluster.spawn(index);

@@ -195,6 +195,15 @@ impl Cluster for ClusterService {
         request: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         let id = request.into_inner().id;
+        // A member added as a voter is listed as one (the leader promotes it
+        // itself): as etcd, refuse to promote it again.
+        if self
+            .members()?
+            .iter()
+            .any(|member| member.id == id && !member.is_learner)
+        {
+            return Err(ApiError::NotLearner.into());
+        }
         self.node
             .change_membership(MembershipChange::Promote(id))
             .await
