@@ -274,18 +274,18 @@ fn mend_header_block(block: &[u8], fine: &mut Vec<u8>) -> Option<Vec<u8>> {
             continue;
         }
         let names_authority = if index == 0 {
-            let (name, name_end) = read_string(block, end)?;
-            end = name_end;
-            name == b":authority"
+            let name = HpackString::at(block, end)?;
+            end = name.end;
+            name.text(block)? == b":authority"
         } else {
             index == AUTHORITY_INDEX
         };
         let name_end = end;
-        let value_end = string_end(block, name_end)?;
+        let value = HpackString::at(block, name_end)?;
+        let value_end = value.end;
         let encoded = &block[name_end..value_end];
         let mended = if names_authority && encoded != fine.as_slice() {
-            let (value, _) = read_string(block, name_end)?;
-            let mended = mended_authority(&value);
+            let mended = mended_authority(&value.text(block)?);
             if mended.is_none() {
                 *fine = encoded.to_vec();
             }
@@ -362,26 +362,35 @@ fn write_integer(out: &mut Vec<u8>, flags: u8, prefix_bits: u32, value: u64) {
     out.push(rest as u8);
 }
 
-/// Where the HPACK string literal at `at` ends.
-fn string_end(block: &[u8], at: usize) -> Option<usize> {
-    let (length, start) = read_integer(block, at, 7)?;
-    let end = start.checked_add(usize::try_from(length).ok()?)?;
-    (end <= block.len()).then_some(end)
+/// An HPACK string literal in a header block: its octets are `start..end`.
+struct HpackString {
+    huffman: bool,
+    start: usize,
+    end: usize,
 }
 
-/// Reads an HPACK string literal at `at`, Huffman-decoded if it was coded;
-/// returns it and where it ends.
-fn read_string(block: &[u8], at: usize) -> Option<(Vec<u8>, usize)> {
-    let huffman = *block.get(at)? & 0x80 != 0;
-    let (_, start) = read_integer(block, at, 7)?;
-    let end = string_end(block, at)?;
-    let raw = &block[start..end];
-    let text = if huffman {
-        HuffmanDecoder::new().decode(raw).ok()?
-    } else {
-        raw.to_vec()
-    };
-    Some((text, end))
+impl HpackString {
+    /// The string literal at `at`, if the block holds all of it.
+    fn at(block: &[u8], at: usize) -> Option<HpackString> {
+        let huffman = *block.get(at)? & 0x80 != 0;
+        let (length, start) = read_integer(block, at, 7)?;
+        let end = start.checked_add(usize::try_from(length).ok()?)?;
+        (end <= block.len()).then_some(HpackString {
+            huffman,
+            start,
+            end,
+        })
+    }
+
+    /// Its text, Huffman-decoded if it was coded.
+    fn text(&self, block: &[u8]) -> Option<Vec<u8>> {
+        let raw = &block[self.start..self.end];
+        if self.huffman {
+            HuffmanDecoder::new().decode(raw).ok()
+        } else {
+            Some(raw.to_vec())
+        }
+    }
 }
 
 #[cfg(test)]

@@ -309,12 +309,17 @@ pub async fn run(
         tasks.spawn(serve_peers(node.clone(), listener, stop.clone()));
     }
     tasks.spawn(keep_leases(node.clone(), applied, stop.clone()));
-    tasks.spawn(keep_election_timer(
-        node.clone(),
-        config.pre_vote,
+    let timer = node.clone();
+    let pre_vote = config.pre_vote;
+    tasks.spawn(until_stopped(
+        async move { pre_vote::run(&timer, pre_vote).await },
         stop.clone(),
     ));
-    tasks.spawn(keep_promoting_added_voters(node.clone(), stop.clone()));
+    let promoter = node.clone();
+    tasks.spawn(until_stopped(
+        async move { membership::promote_added_voters(&promoter).await },
+        stop.clone(),
+    ));
     tasks.spawn(publish_attributes(node.clone(), stop.clone()));
     tasks.spawn(stop_when_removed(node.clone(), stop.clone()));
     tracing::info!(
@@ -373,24 +378,16 @@ async fn keep_leases(
     Ok(())
 }
 
-async fn keep_promoting_added_voters(
-    node: Arc<Node>,
+/// Runs `work` until it ends or the member stops, then waits for the stop: a task
+/// of the set ends early only on failure.
+async fn until_stopped(
+    work: impl Future<Output = ()>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
     tokio::select! {
-        () = membership::promote_added_voters(&node) => {}
+        () = work => {}
         () = stopped(stop.clone()) => {}
     }
-    stopped(stop).await;
-    Ok(())
-}
-
-async fn keep_election_timer(
-    node: Arc<Node>,
-    pre_vote: bool,
-    stop: watch::Receiver<bool>,
-) -> Result<(), ServerError> {
-    pre_vote::run(&node, pre_vote, stop.clone()).await;
     stopped(stop).await;
     Ok(())
 }

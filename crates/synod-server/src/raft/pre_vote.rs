@@ -26,7 +26,6 @@ use openraft::{Raft, ServerState, Vote};
 use rand::Rng;
 use synod_proto::synodpeer::RaftMessage;
 use synod_storage::{LogId, MemberNode, NodeId, TypeConfig};
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::codec;
@@ -155,19 +154,16 @@ pub async fn answer(node: &Node, request: &VoteRequest<NodeId>) -> Option<VoteRe
     Some(VoteResponse::new(state.vote, last_log_id, granted))
 }
 
-/// Keeps this member's election timer until `stop` turns true or Raft stops;
-/// campaigns without asking first unless `pre_vote`. Also keeps
-/// [`Node::has_leader`]: a follower loses its leader when its timer fires.
-pub async fn run(node: &Node, pre_vote: bool, mut stop: watch::Receiver<bool>) {
+/// Keeps this member's election timer until Raft stops; campaigns without asking
+/// first unless `pre_vote`. Also keeps [`Node::has_leader`]: a follower loses its
+/// leader when its timer fires.
+pub async fn run(node: &Node, pre_vote: bool) {
     let timing = Timing::of(node.raft.config());
     let me = node.member.id;
     let mut timeout = timing.random_timeout();
     let mut next_try = Instant::now();
     loop {
-        tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => return,
-            () = tokio::time::sleep(timing.tick) => {}
-        }
+        tokio::time::sleep(timing.tick).await;
         let Some(state) = VoterState::of(&node.raft).await else {
             node.has_leader.send_replace(false);
             return;
