@@ -2,17 +2,23 @@
 //! never meet a missing table, behind a handle that can swap the file for a compacted
 //! copy while the node keeps running (etcd's Defragment).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use redb::{
     Database, Durability, Key, ReadTransaction, ReadableDatabase, ReadableTable,
-    ReadableTableMetadata, TableDefinition, Value, WriteTransaction,
+    ReadableTableMetadata, TableDefinition, TableHandle, Value, WriteTransaction,
 };
 
 use crate::error::{StoreError, StoreResult};
-use crate::tables::{IDENTITY, KV, LEASES, LEASE_KEYS, MEMBERS, REVISIONS, SM_META};
+use crate::mvcc::index::KeyIndex;
+use crate::mvcc::record::encode_version;
+use crate::mvcc::write::read_counter;
+use crate::tables::{legacy, sm_meta, HISTORY, IDENTITY, LEASES, LEASE_KEYS, MEMBERS, SM_META};
+use crate::types::GroupId;
 
 /// File name of the database inside the data dir: the store, its history, leases,
 /// members and identity.
@@ -26,8 +32,12 @@ pub const LEGACY_LOG_DATABASE_FILE: &str = "raft-log.redb";
 pub const LOG_DIR: &str = "wal";
 
 /// Default size of redb's page cache. Reads that miss it go to the OS page cache,
-/// so a modest cache keeps a node's memory small without costing much speed.
-pub const DEFAULT_CACHE_BYTES: usize = 128 * 1024 * 1024;
+/// so a modest cache keeps a node's memory small without costing much speed. The
+/// in-memory key index finds every key without reading pages, and new versions
+/// append to the last pages, so the cache serves mostly the values reads return:
+/// 64 MiB measured as fast as 128 MiB for puts and serializable gets at 128
+/// clients, and keeps a member with a million keys near 240 MB.
+pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// redb's page size: 4 KiB, which only redb's own tests can change.
 const PAGE_BYTES: u64 = 4096;
@@ -42,6 +52,8 @@ pub struct Store {
     path: PathBuf,
     cache_bytes: usize,
     current: RwLock<Arc<Database>>,
+    /// The key index of each group, built from the database when first asked for.
+    indexes: Mutex<HashMap<GroupId, Arc<RwLock<KeyIndex>>>>,
 }
 
 /// Runs `$body` once for each table of the database, with `$table` bound to its
@@ -50,7 +62,7 @@ pub struct Store {
 /// macro, as the definitions differ in type.)
 macro_rules! for_each_table {
     (|$table:ident| $body:expr) => {
-        for_each_table!(@each $table, $body, KV, REVISIONS, SM_META, MEMBERS, IDENTITY, LEASES, LEASE_KEYS)
+        for_each_table!(@each $table, $body, HISTORY, SM_META, MEMBERS, IDENTITY, LEASES, LEASE_KEYS)
     };
     (@each $table:ident, $body:expr, $($definition:ident),*) => {{
         $({
@@ -73,11 +85,56 @@ pub fn open_database(path: &Path, cache_bytes: usize) -> StoreResult<Arc<Store>>
         .set_cache_size(cache_bytes)
         .create(path)?;
     create_tables(&db)?;
+    move_legacy_history(&db)?;
     Ok(Arc::new(Store {
         path: path.to_path_buf(),
         cache_bytes,
         current: RwLock::new(Arc::new(db)),
+        indexes: Mutex::new(HashMap::new()),
     }))
+}
+
+/// Moves the versions of a database written before the history was kept in
+/// revision order (a key-ordered table plus a revision → key table) into
+/// [`HISTORY`], in one durable transaction, and drops the old tables.
+fn move_legacy_history(db: &Database) -> StoreResult<()> {
+    let mut txn = db.begin_write()?;
+    let legacy_present = txn
+        .list_tables()?
+        .any(|table| table.name() == legacy::REVISIONS.name());
+    if !legacy_present {
+        txn.abort()?;
+        return Ok(());
+    }
+    txn.set_durability(Durability::Immediate)?;
+    let mut moved = 0u64;
+    {
+        let revisions = txn.open_table(legacy::REVISIONS)?;
+        let kv = txn.open_table(legacy::KV)?;
+        let mut history = txn.open_table(HISTORY)?;
+        let mut row = Vec::new();
+        for entry in revisions.iter()? {
+            let (revision, key) = entry?;
+            let (group, main, sub) = revision.value();
+            let key = key.value();
+            let record = kv.get((group, key, main, sub))?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "revision {main}.{sub} names a key version that is missing"
+                ))
+            })?;
+            encode_version(key, record.value(), &mut row)?;
+            history.insert((group, main, sub), row.as_slice())?;
+            moved += 1;
+        }
+    }
+    txn.delete_table(legacy::KV)?;
+    txn.delete_table(legacy::REVISIONS)?;
+    txn.commit()?;
+    tracing::info!(
+        versions = moved,
+        "moved the key versions into revision order"
+    );
+    Ok(())
 }
 
 fn create_tables(db: &Database) -> StoreResult<()> {
@@ -132,6 +189,55 @@ impl Store {
             }
             txn.abort()?;
         }
+    }
+
+    /// The key index of `group`, shared by its writer and its readers; the first
+    /// call builds it from the database (about a second per million versions).
+    pub fn key_index(&self, group: GroupId) -> StoreResult<Arc<RwLock<KeyIndex>>> {
+        let mut indexes = crate::sync::lock(&self.indexes);
+        if let Some(index) = indexes.get(&group) {
+            return Ok(index.clone());
+        }
+        let index = Arc::new(RwLock::new(self.load_key_index(group)?));
+        indexes.insert(group, index.clone());
+        Ok(index)
+    }
+
+    /// Rebuilds the key index of `group` from the database, after a write that had
+    /// updated the index failed to commit.
+    pub fn reload_key_index(&self, group: GroupId) -> StoreResult<()> {
+        self.replace_group(group, || Ok(()))
+    }
+
+    /// Runs `replace`, which rewrites `group`'s data wholesale (a snapshot install or
+    /// a restore), with the group's key index locked, and rebuilds the index from
+    /// the database before any reader sees it again.
+    pub fn replace_group<R>(
+        &self,
+        group: GroupId,
+        replace: impl FnOnce() -> StoreResult<R>,
+    ) -> StoreResult<R> {
+        let index = self.key_index(group)?;
+        let mut index = crate::sync::write(&index);
+        let replaced = replace();
+        *index = self.load_key_index(group)?;
+        replaced
+    }
+
+    fn load_key_index(&self, group: GroupId) -> StoreResult<KeyIndex> {
+        let started = Instant::now();
+        let txn = self.begin_read()?;
+        let compacted = read_counter(&txn.open_table(SM_META)?, group, sm_meta::COMPACT_REVISION)?;
+        let index = KeyIndex::load(&txn.open_table(HISTORY)?, group, compacted)?;
+        if !index.is_empty() {
+            tracing::info!(
+                group,
+                keys = index.len(),
+                elapsed = ?started.elapsed(),
+                "built the key index"
+            );
+        }
+        Ok(index)
     }
 
     /// Makes every commit so far durable (one fsync).

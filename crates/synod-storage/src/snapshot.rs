@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
+use crate::mvcc::record::{encode_version, split_version};
 use crate::mvcc::write::read_counter;
-use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, MEMBERS, REVISIONS, SM_META};
+use crate::tables::{sm_meta, HISTORY, LEASES, LEASE_KEYS, MEMBERS, SM_META};
 use crate::types::{GroupId, LogId, StoredMembership};
 use synod_proto::etcdserverpb::AlarmMember;
 
@@ -164,19 +165,18 @@ fn write_state(
         },
     )?;
     let mut rows = 0u64;
-    let kv = txn.open_table(KV)?;
-    for row in kv.range::<(u64, &[u8], i64, i64)>(
-        (group, &[][..], 0, 0)..(group.saturating_add(1), &[][..], 0, 0),
-    )? {
-        let (key, record) = row?;
-        let (_, key, main, sub) = key.value();
+    let history = txn.open_table(HISTORY)?;
+    for row in history.range((group, i64::MIN, i64::MIN)..=(group, i64::MAX, i64::MAX))? {
+        let (revision, stored) = row?;
+        let (_, main, sub) = revision.value();
+        let (key, record) = split_version(stored.value())?;
         write_frame(
             out,
             &Frame::Version {
                 key,
                 main,
                 sub,
-                record: record.value(),
+                record,
             },
         )?;
         rows += 1;
@@ -250,28 +250,31 @@ pub fn install(
     fs::rename(&partial, &path)?;
     sync_dir(dir)?;
 
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    wipe_group(&txn, group)?;
-    load_frames(
-        &txn,
-        group,
-        &mut BufReader::new(File::open(&path)?),
-        Scope::Replica,
-    )?;
-    {
-        let mut meta = txn.open_table(SM_META)?;
-        meta.insert(
-            (group, sm_meta::LAST_APPLIED),
-            encode(&record.last_log_id)?.as_slice(),
+    db.replace_group(group, || {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        wipe_group(&txn, group)?;
+        load_frames(
+            &txn,
+            group,
+            &mut BufReader::new(File::open(&path)?),
+            Scope::Replica,
         )?;
-        meta.insert(
-            (group, sm_meta::LAST_MEMBERSHIP),
-            encode(&record.last_membership)?.as_slice(),
-        )?;
-        meta.insert((group, sm_meta::SNAPSHOT), encode(record)?.as_slice())?;
-    }
-    txn.commit()?;
+        {
+            let mut meta = txn.open_table(SM_META)?;
+            meta.insert(
+                (group, sm_meta::LAST_APPLIED),
+                encode(&record.last_log_id)?.as_slice(),
+            )?;
+            meta.insert(
+                (group, sm_meta::LAST_MEMBERSHIP),
+                encode(&record.last_membership)?.as_slice(),
+            )?;
+            meta.insert((group, sm_meta::SNAPSHOT), encode(record)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    })?;
     remove_other_snapshots(dir, &record.id)?;
     Ok(())
 }
@@ -317,16 +320,18 @@ pub fn backup(db: &Store, group: GroupId, out: &mut impl Write) -> StoreResult<i
 /// cluster's members and alarms are left behind, and there is no Raft state, so
 /// the node that opens the database starts a new cluster on this data.
 pub fn restore(db: &Store, group: GroupId, input: &mut impl Read) -> StoreResult<Restored> {
-    let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
-    if txn.open_table(KV)?.first()?.is_some() {
-        return Err(StoreError::Corrupt(
-            "refusing to restore into a database that already holds data".into(),
-        ));
-    }
-    let restored = load_frames(&txn, group, input, Scope::Data)?;
-    txn.commit()?;
-    Ok(restored)
+    db.replace_group(group, || {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        if txn.open_table(HISTORY)?.first()?.is_some() {
+            return Err(StoreError::Corrupt(
+                "refusing to restore into a database that already holds data".into(),
+            ));
+        }
+        let restored = load_frames(&txn, group, input, Scope::Data)?;
+        txn.commit()?;
+        Ok(restored)
+    })
 }
 
 fn load_frames(
@@ -349,8 +354,8 @@ fn load_frames(
             )))
         }
     };
-    let mut kv = txn.open_table(KV)?;
-    let mut revisions = txn.open_table(REVISIONS)?;
+    let mut history = txn.open_table(HISTORY)?;
+    let mut row = Vec::new();
     let mut members = txn.open_table(MEMBERS)?;
     let mut leases = txn.open_table(LEASES)?;
     let mut lease_keys = txn.open_table(LEASE_KEYS)?;
@@ -370,8 +375,8 @@ fn load_frames(
                 sub,
                 record,
             } => {
-                kv.insert((group, key, main, sub), record)?;
-                revisions.insert((group, main, sub), key)?;
+                encode_version(key, record, &mut row)?;
+                history.insert((group, main, sub), row.as_slice())?;
                 restored.versions += 1;
             }
             Frame::Member { id, attributes } => {
@@ -420,12 +425,10 @@ fn decode_frame(bytes: &[u8]) -> StoreResult<Frame<'_>> {
 }
 
 fn wipe_group(txn: &WriteTransaction, group: GroupId) -> StoreResult<()> {
-    txn.open_table(KV)?.retain_in::<(u64, &[u8], i64, i64), _>(
-        (group, &[][..], 0, 0)..(group.saturating_add(1), &[][..], 0, 0),
+    txn.open_table(HISTORY)?.retain_in(
+        (group, i64::MIN, i64::MIN)..=(group, i64::MAX, i64::MAX),
         |_, _| false,
     )?;
-    txn.open_table(REVISIONS)?
-        .retain_in((group, 0, 0)..=(group, i64::MAX, i64::MAX), |_, _| false)?;
     txn.open_table(MEMBERS)?
         .retain_in((group, 0)..=(group, u64::MAX), |_, _| false)?;
     txn.open_table(LEASES)?

@@ -82,6 +82,8 @@ impl StateMachine {
     /// The state machine of `group` in `db`, keeping its snapshot files in
     /// `snapshot_dir` (a directory of its own: other files there are removed).
     pub fn new(db: Arc<Store>, group: GroupId, snapshot_dir: PathBuf) -> StoreResult<Self> {
+        // Built now, before the member serves, rather than by the first apply.
+        db.key_index(group)?;
         let (revision, compacted) = MvccReader::new(db.clone(), group).revisions()?;
         let (applied, _) = watch::channel(Applied {
             log_index: 0,
@@ -161,6 +163,20 @@ fn apply_batch(
     entries: Vec<Entry>,
     durability: Durability,
 ) -> StoreResult<AppliedBatch> {
+    write_batch(db, group, entries, durability).inspect_err(|_| {
+        // The writer updated the key index ahead of a commit that did not happen.
+        if let Err(error) = db.reload_key_index(group) {
+            tracing::error!(group, %error, "rebuilding the key index after a failed apply");
+        }
+    })
+}
+
+fn write_batch(
+    db: &Store,
+    group: GroupId,
+    entries: Vec<Entry>,
+    durability: Durability,
+) -> StoreResult<AppliedBatch> {
     let mut txn = db.begin_write()?;
     txn.set_durability(durability)?;
     let mut results = Vec::with_capacity(entries.len());
@@ -170,7 +186,7 @@ fn apply_batch(
     let revision;
     let compacted;
     {
-        let mut writer = MvccWriter::open(&txn, group)?;
+        let mut writer = MvccWriter::open(db, &txn, group)?;
         for entry in entries {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Empty(Empty {}),

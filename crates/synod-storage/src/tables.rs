@@ -3,13 +3,14 @@
 
 use redb::TableDefinition;
 
-/// Every version of every key: (group, key, main revision, sub revision) → record.
-/// Ordered by key, then revision, so "latest version at revision R" is one lookup.
-pub const KV: TableDefinition<(u64, &[u8], i64, i64), &[u8]> = TableDefinition::new("kv");
+/// A row of [`HISTORY`]: (group, main revision, sub revision).
+pub type HistoryKey = (u64, i64, i64);
 
-/// The change history: (group, main revision, sub revision) → key. Drives compaction,
-/// snapshots and (later) watch replay in revision order.
-pub const REVISIONS: TableDefinition<(u64, i64, i64), &[u8]> = TableDefinition::new("revisions");
+/// Every version of every key, in revision order: (group, main, sub) → the key and
+/// its record (see `mvcc::record`). New versions append to the end of the tree; the
+/// in-memory key index (`mvcc::index`) finds a key's versions. Watch replay,
+/// snapshots and HashKV read it in order.
+pub const HISTORY: TableDefinition<HistoryKey, &[u8]> = TableDefinition::new("history");
 
 /// State machine metadata: (group, name) → postcard value. Names are in [`sm_meta`].
 pub const SM_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_meta");
@@ -26,6 +27,19 @@ pub const MEMBERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("me
 
 /// Node identity, written once when the data dir is created: name → bytes.
 pub const IDENTITY: TableDefinition<&str, &[u8]> = TableDefinition::new("identity");
+
+/// The tables of the layout before [`HISTORY`], which a database still holding them
+/// is moved out of when it is opened.
+pub mod legacy {
+    use redb::TableDefinition;
+
+    /// Every version, by key: (group, key, main, sub) → record.
+    pub const KV: TableDefinition<(u64, &[u8], i64, i64), &[u8]> = TableDefinition::new("kv");
+
+    /// The change history: (group, main, sub) → key.
+    pub const REVISIONS: TableDefinition<(u64, i64, i64), &[u8]> =
+        TableDefinition::new("revisions");
+}
 
 /// Names of [`SM_META`] rows.
 pub mod sm_meta {

@@ -2,6 +2,7 @@
 //! its versions until compaction; reads name a revision or take the current one.
 
 pub mod history;
+pub mod index;
 pub mod read;
 pub mod record;
 pub mod span;
@@ -14,7 +15,7 @@ use synod_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 
 use crate::error::StoreError;
-use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, REVISIONS, SM_META};
+use crate::tables::{sm_meta, HISTORY, LEASES, LEASE_KEYS, SM_META};
 use crate::types::GroupId;
 pub use write::MvccWriter;
 
@@ -95,14 +96,17 @@ impl MvccReader {
         &self,
         requests: &[RangeRequest],
     ) -> Result<Vec<Result<RangeResponse, MvccError>>, MvccError> {
+        let index = self.db.key_index(self.group)?;
+        // The transaction fixes the revision read at; the index holds at least
+        // every version up to it (see `index`).
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let meta = txn.open_table(SM_META).map_err(StoreError::from)?;
         let current = write::read_counter(&meta, self.group, sm_meta::REVISION)?;
         let compacted = write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
-        let kv = txn.open_table(KV).map_err(StoreError::from)?;
+        let history = txn.open_table(HISTORY).map_err(StoreError::from)?;
         Ok(requests
             .iter()
-            .map(|request| read::range(&kv, self.group, request, current, compacted))
+            .map(|request| read::range(&history, &index, self.group, request, current, compacted))
             .collect())
     }
 
@@ -116,14 +120,20 @@ impl MvccReader {
         with_previous: bool,
     ) -> Result<Vec<history::Change>, StoreError> {
         let txn = self.db.begin_read()?;
-        let revisions = txn.open_table(REVISIONS)?;
-        let kv = txn.open_table(KV)?;
-        let mut changes = history::changes(&revisions, &kv, self.group, from, to, limit)?;
+        let table = txn.open_table(HISTORY)?;
+        let mut changes = history::changes(&table, self.group, from, to, limit)?;
         if with_previous {
+            let index = self.db.key_index(self.group)?;
             for change in &mut changes {
                 if let Some(key) = change.event.kv.as_ref().map(|kv| kv.key.clone()) {
-                    change.event.prev_kv =
-                        history::previous(&kv, self.group, &key, change.revision, change.sub)?;
+                    change.event.prev_kv = history::previous(
+                        &table,
+                        &index,
+                        self.group,
+                        &key,
+                        change.revision,
+                        change.sub,
+                    )?;
                 }
             }
         }
@@ -162,19 +172,16 @@ impl MvccReader {
         let current = write::read_counter(&meta, self.group, sm_meta::REVISION)?;
         let compacted = write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
         let upto = read::resolve_revision(revision, current, compacted)?;
-        let revisions = txn.open_table(REVISIONS).map_err(StoreError::from)?;
-        let kv = txn.open_table(KV).map_err(StoreError::from)?;
+        let history = txn.open_table(HISTORY).map_err(StoreError::from)?;
         let mut hasher = crc32fast::Hasher::new();
-        for row in revisions.range((self.group, 0, 0)..=(self.group, upto, i64::MAX))? {
-            let (revision, key) = row?;
+        for row in history.range((self.group, 0, 0)..=(self.group, upto, i64::MAX))? {
+            let (revision, stored) = row?;
             let (_, main, sub) = revision.value();
-            let key = key.value();
+            let (key, record) = record::split_version(stored.value())?;
             hasher.update(key);
             hasher.update(&main.to_be_bytes());
             hasher.update(&sub.to_be_bytes());
-            if let Some(record) = kv.get((self.group, key, main, sub))? {
-                hasher.update(record.value());
-            }
+            hasher.update(record);
         }
         Ok((hasher.finalize(), upto, compacted))
     }

@@ -2,95 +2,86 @@
 //! reads) and the write transaction that applies commands (Txn ranges and compares).
 
 use std::cmp::Ordering;
-use std::ops::{Bound, ControlFlow};
+use std::ops::ControlFlow;
+use std::sync::RwLock;
 
 use redb::ReadableTable;
 use synod_proto::etcdserverpb::range_request::{SortOrder, SortTarget};
 use synod_proto::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
 use synod_proto::mvccpb::KeyValue;
 
-use super::record::KeyRecord;
+use super::index::{KeyIndex, Version};
+use super::record::{decode_version, KeyRecord};
 use super::span::KeySpan;
 use super::MvccError;
-use crate::error::StoreResult;
+use crate::error::{StoreError, StoreResult};
+use crate::sync;
+use crate::tables::HistoryKey;
 use crate::types::GroupId;
 
-/// Key of the [`crate::tables::KV`] table.
-pub type KvKey<'a> = (u64, &'a [u8], i64, i64);
-
-/// The newest version of `key` at or below revision `at`, as
-/// `(main revision, sub revision, record bytes)`, tombstones included.
-pub fn version_at<T>(
+/// Calls `read` with the key and record of `version`, as `table` holds it.
+pub fn with_version<T, R>(
     table: &T,
     group: GroupId,
-    key: &[u8],
-    at: i64,
-) -> StoreResult<Option<(i64, i64, Vec<u8>)>>
+    version: Version,
+    read: impl FnOnce(&[u8], KeyRecord<'_>) -> R,
+) -> StoreResult<R>
 where
-    T: ReadableTable<KvKey<'static>, &'static [u8]>,
+    T: ReadableTable<HistoryKey, &'static [u8]>,
 {
-    let mut range = table.range::<KvKey>((group, key, 0, 0)..=(group, key, at, i64::MAX))?;
-    match range.next_back().transpose()? {
-        Some((row, value)) => {
-            let (_, _, main, sub) = row.value();
-            Ok(Some((main, sub, value.value().to_vec())))
-        }
-        None => Ok(None),
-    }
+    let row = table.get(version.row(group))?.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "the key index names version {}.{}, which the history lacks",
+            version.main, version.sub
+        ))
+    })?;
+    let (key, record) = decode_version(row.value())?;
+    Ok(read(key, record))
 }
 
 /// The live value of `key` at revision `at`, if the key existed then.
-pub fn live_at<T>(table: &T, group: GroupId, key: &[u8], at: i64) -> StoreResult<Option<KeyValue>>
+pub fn live_at<T>(
+    table: &T,
+    index: &RwLock<KeyIndex>,
+    group: GroupId,
+    key: &[u8],
+    at: i64,
+) -> StoreResult<Option<KeyValue>>
 where
-    T: ReadableTable<KvKey<'static>, &'static [u8]>,
+    T: ReadableTable<HistoryKey, &'static [u8]>,
 {
-    live_version(table, group, key, at, true)
+    let Some(version) = sync::read(index).live_at(key, at) else {
+        return Ok(None);
+    };
+    with_version(table, group, version, |key, record| {
+        Some(key_value(key, version.main, &record))
+    })
 }
 
 /// Like [`live_at`], but with the key and value left empty: what a write needs
 /// to know of the version it replaces, without copying the value out.
 pub fn live_header_at<T>(
     table: &T,
+    index: &RwLock<KeyIndex>,
     group: GroupId,
     key: &[u8],
     at: i64,
 ) -> StoreResult<Option<KeyValue>>
 where
-    T: ReadableTable<KvKey<'static>, &'static [u8]>,
+    T: ReadableTable<HistoryKey, &'static [u8]>,
 {
-    live_version(table, group, key, at, false)
-}
-
-fn live_version<T>(
-    table: &T,
-    group: GroupId,
-    key: &[u8],
-    at: i64,
-    with_bytes: bool,
-) -> StoreResult<Option<KeyValue>>
-where
-    T: ReadableTable<KvKey<'static>, &'static [u8]>,
-{
-    let mut range = table.range::<KvKey>((group, key, 0, 0)..=(group, key, at, i64::MAX))?;
-    let Some((row, bytes)) = range.next_back().transpose()? else {
+    let Some(version) = sync::read(index).live_at(key, at) else {
         return Ok(None);
     };
-    let (_, _, mod_revision, _) = row.value();
-    let record = KeyRecord::decode(bytes.value())?;
-    if record.tombstone {
-        return Ok(None);
-    }
-    Ok(Some(if with_bytes {
-        key_value(key, mod_revision, &record)
-    } else {
-        KeyValue {
+    with_version(table, group, version, |_, record| {
+        Some(KeyValue {
             create_revision: record.create_revision,
-            mod_revision,
+            mod_revision: version.main,
             version: record.version,
             lease: record.lease,
             ..Default::default()
-        }
-    }))
+        })
+    })
 }
 
 /// Builds the wire form of one key version.
@@ -105,63 +96,51 @@ pub fn key_value(key: &[u8], mod_revision: i64, record: &KeyRecord<'_>) -> KeyVa
     }
 }
 
+/// The versions of the keys live at revision `at` within `span`, in key order:
+/// all of them counted, the first `keep` returned. The index is locked only for
+/// the walk; the records are read after.
+fn live_versions(
+    index: &RwLock<KeyIndex>,
+    span: &KeySpan<'_>,
+    at: i64,
+    keep: usize,
+) -> Result<(Vec<Version>, i64), MvccError> {
+    let mut versions = Vec::new();
+    let mut count: i64 = 0;
+    sync::read(index).visit_live(span, at, |_, version| {
+        count += 1;
+        if versions.len() < keep {
+            versions.push(version);
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok((versions, count))
+}
+
 /// Calls `visit` with every key live at revision `at` within `span`, in key order,
-/// until it breaks. Each distinct key costs two B-tree lookups, however long its
-/// history.
+/// until it breaks.
 pub fn visit_live<T, F>(
     table: &T,
+    index: &RwLock<KeyIndex>,
     group: GroupId,
     span: &KeySpan<'_>,
     at: i64,
     mut visit: F,
-) -> StoreResult<()>
+) -> Result<(), MvccError>
 where
-    T: ReadableTable<KvKey<'static>, &'static [u8]>,
+    T: ReadableTable<HistoryKey, &'static [u8]>,
     F: FnMut(&[u8], i64, KeyRecord<'_>) -> ControlFlow<()>,
 {
-    if span.is_empty() {
-        return Ok(());
-    }
-    let (start, end) = match span {
-        KeySpan::Single(key) => {
-            if let Some((mod_revision, _, bytes)) = version_at(table, group, key, at)? {
-                let record = KeyRecord::decode(&bytes)?;
-                if !record.tombstone {
-                    let _ = visit(key, mod_revision, record);
-                }
-            }
-            return Ok(());
+    let (versions, _) = live_versions(index, span, at, usize::MAX)?;
+    for version in versions {
+        let flow = with_version(table, group, version, |key, record| {
+            visit(key, version.main, record)
+        })?;
+        if flow.is_break() {
+            break;
         }
-        KeySpan::Range { start, end } => (*start, *end),
-    };
-    let upper: Bound<KvKey> = match end {
-        Some(end) => Bound::Excluded((group, end, 0, 0)),
-        None => Bound::Excluded((group.saturating_add(1), &[], 0, 0)),
-    };
-    let mut lower: Bound<Vec<u8>> = Bound::Included(start.to_vec());
-    loop {
-        let next_key = {
-            let lower_bound: Bound<KvKey> = match &lower {
-                Bound::Included(key) => Bound::Included((group, key.as_slice(), 0, 0)),
-                Bound::Excluded(key) => {
-                    Bound::Excluded((group, key.as_slice(), i64::MAX, i64::MAX))
-                }
-                Bound::Unbounded => Bound::Unbounded,
-            };
-            let mut range = table.range::<KvKey>((lower_bound, upper))?;
-            match range.next().transpose()? {
-                Some((row, _)) => row.value().1.to_vec(),
-                None => return Ok(()),
-            }
-        };
-        if let Some((mod_revision, _, bytes)) = version_at(table, group, &next_key, at)? {
-            let record = KeyRecord::decode(&bytes)?;
-            if !record.tombstone && visit(&next_key, mod_revision, record).is_break() {
-                return Ok(());
-            }
-        }
-        lower = Bound::Excluded(next_key);
     }
+    Ok(())
 }
 
 /// Resolves a request's revision against the store's current and compacted ones.
@@ -181,13 +160,14 @@ pub fn resolve_revision(requested: i64, current: i64, compacted: i64) -> Result<
 /// the limit cut anything.
 pub fn range<T>(
     table: &T,
+    index: &RwLock<KeyIndex>,
     group: GroupId,
     request: &RangeRequest,
     current: i64,
     compacted: i64,
 ) -> Result<RangeResponse, MvccError>
 where
-    T: ReadableTable<KvKey<'static>, &'static [u8]>,
+    T: ReadableTable<HistoryKey, &'static [u8]>,
 {
     let revision = resolve_revision(request.revision, current, compacted)?;
     let span = KeySpan::new(&request.key, &request.range_end);
@@ -215,21 +195,13 @@ where
     };
     let keep = if request.count_only { 0 } else { keep };
 
-    let mut count: i64 = 0;
-    let mut kvs = Vec::new();
-    visit_live(
-        table,
-        group,
-        &span,
-        revision,
-        |key, mod_revision, record| {
-            count += 1;
-            if kvs.len() < keep {
-                kvs.push(key_value(key, mod_revision, &record));
-            }
-            ControlFlow::Continue(())
-        },
-    )?;
+    let (versions, count) = live_versions(index, &span, revision, keep)?;
+    let mut kvs = Vec::with_capacity(versions.len());
+    for version in versions {
+        kvs.push(with_version(table, group, version, |key, record| {
+            key_value(key, version.main, &record)
+        })?);
+    }
 
     if filtered {
         kvs.retain(|kv| passes_filters(request, kv));

@@ -1,12 +1,15 @@
 //! The stored form of one key version.
 //!
-//! Layout: `[flags u8][create_revision i64][version i64][lease i64][value ...]`, all
-//! integers big-endian. A fixed header lets a read borrow the value without copying
-//! and keeps a tombstone down to 25 bytes.
+//! A row of the history table is `[key length u32][key][record]`, and a record is
+//! `[flags u8][create_revision i64][version i64][lease i64][value ...]`, all integers
+//! big-endian. A fixed header lets a read borrow the value without copying and keeps
+//! a tombstone's record down to 25 bytes. The record alone is what snapshots carry
+//! and what HashKV hashes.
 
 use crate::error::{StoreError, StoreResult};
 
 const HEADER_LEN: usize = 1 + 8 + 8 + 8;
+const KEY_LEN_BYTES: usize = 4;
 const FLAG_TOMBSTONE: u8 = 1;
 
 /// One version of a key, borrowed from the database page it was read from.
@@ -76,6 +79,43 @@ impl<'a> KeyRecord<'a> {
     }
 }
 
+/// Encodes a history row for `key` with the record bytes `record` into `bytes`,
+/// replacing what it held, so a writer can reuse one buffer for every row.
+pub fn encode_version(key: &[u8], record: &[u8], bytes: &mut Vec<u8>) -> StoreResult<()> {
+    let key_len = u32::try_from(key.len())
+        .map_err(|_| StoreError::Corrupt(format!("key of {} bytes is too long", key.len())))?;
+    bytes.clear();
+    bytes.reserve(KEY_LEN_BYTES + key.len() + record.len());
+    bytes.extend_from_slice(&key_len.to_be_bytes());
+    bytes.extend_from_slice(key);
+    bytes.extend_from_slice(record);
+    Ok(())
+}
+
+/// Splits a history row into its key and its record bytes.
+pub fn split_version(bytes: &[u8]) -> StoreResult<(&[u8], &[u8])> {
+    let corrupt = || {
+        StoreError::Corrupt(format!(
+            "history row of {} bytes is shorter than its key",
+            bytes.len()
+        ))
+    };
+    let (len, rest) = bytes
+        .split_first_chunk::<KEY_LEN_BYTES>()
+        .ok_or_else(corrupt)?;
+    let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| corrupt())?;
+    if rest.len() < len {
+        return Err(corrupt());
+    }
+    Ok(rest.split_at(len))
+}
+
+/// Decodes a history row into its key and record.
+pub fn decode_version(bytes: &[u8]) -> StoreResult<(&[u8], KeyRecord<'_>)> {
+    let (key, record) = split_version(bytes)?;
+    Ok((key, KeyRecord::decode(record)?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,5 +138,24 @@ mod tests {
     #[test]
     fn refuses_truncated_records() {
         assert!(KeyRecord::decode(&[0u8; 10]).is_err());
+        assert!(split_version(&[0, 0]).is_err());
+        assert!(split_version(&[0, 0, 0, 9, b'k']).is_err());
+    }
+
+    #[test]
+    fn history_rows_carry_their_key() -> StoreResult<()> {
+        let record = KeyRecord {
+            tombstone: false,
+            create_revision: 2,
+            version: 1,
+            lease: 0,
+            value: b"v",
+        };
+        let mut row = Vec::new();
+        encode_version(b"key", &record.encode(), &mut row)?;
+        assert_eq!(decode_version(&row)?, (&b"key"[..], record));
+        encode_version(b"", &KeyRecord::TOMBSTONE.encode(), &mut row)?;
+        assert_eq!(decode_version(&row)?, (&b""[..], KeyRecord::TOMBSTONE));
+        Ok(())
     }
 }

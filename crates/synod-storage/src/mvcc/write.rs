@@ -5,6 +5,7 @@
 //! revision, and each change inside it the next sub revision.
 
 use std::ops::ControlFlow;
+use std::sync::{Arc, RwLock};
 
 use redb::{ReadableTable, Table, WriteTransaction};
 use synod_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
@@ -17,18 +18,25 @@ use synod_proto::etcdserverpb::{
 };
 use synod_proto::mvccpb::KeyValue;
 
-use super::read::{self, KvKey};
-use super::record::KeyRecord;
+use super::index::{KeyIndex, Version};
+use super::read;
+use super::record::{encode_version, KeyRecord};
 use super::span::KeySpan;
 use super::MvccError;
+use crate::database::Store;
 use crate::error::{StoreError, StoreResult};
-use crate::tables::{sm_meta, KV, LEASES, LEASE_KEYS, REVISIONS, SM_META};
+use crate::sync;
+use crate::tables::{sm_meta, HistoryKey, HISTORY, LEASES, LEASE_KEYS, SM_META};
 use crate::types::GroupId;
 
 /// The MVCC store of one group, open for writing.
+///
+/// It updates the group's key index as it writes, ahead of the commit: if the
+/// transaction does not commit, the index must be rebuilt
+/// ([`Store::reload_key_index`]).
 pub struct MvccWriter<'txn> {
-    kv: Table<'txn, KvKey<'static>, &'static [u8]>,
-    revisions: Table<'txn, (u64, i64, i64), &'static [u8]>,
+    history: Table<'txn, HistoryKey, &'static [u8]>,
+    index: Arc<RwLock<KeyIndex>>,
     leases: Table<'txn, (u64, i64), i64>,
     lease_keys: Table<'txn, (u64, i64, &'static [u8]), ()>,
     group: GroupId,
@@ -37,20 +45,21 @@ pub struct MvccWriter<'txn> {
     compacted: i64,
     /// Changes made so far by the command being applied.
     sub: i64,
-    /// Reused for encoding each version written.
+    /// Reused for encoding each version written, and its history row.
     record: Vec<u8>,
+    row: Vec<u8>,
 }
 
 impl<'txn> MvccWriter<'txn> {
-    /// Opens the store of `group` inside `txn`.
-    pub fn open(txn: &'txn WriteTransaction, group: GroupId) -> StoreResult<Self> {
+    /// Opens the store of `group` of `db` inside `txn`, a write transaction of `db`.
+    pub fn open(db: &Store, txn: &'txn WriteTransaction, group: GroupId) -> StoreResult<Self> {
         let meta = txn.open_table(SM_META)?;
         let revision = read_counter(&meta, group, sm_meta::REVISION)?;
         let compacted = read_counter(&meta, group, sm_meta::COMPACT_REVISION)?;
         drop(meta);
         Ok(Self {
-            kv: txn.open_table(KV)?,
-            revisions: txn.open_table(REVISIONS)?,
+            history: txn.open_table(HISTORY)?,
+            index: db.key_index(group)?,
             leases: txn.open_table(LEASES)?,
             lease_keys: txn.open_table(LEASE_KEYS)?,
             group,
@@ -58,6 +67,7 @@ impl<'txn> MvccWriter<'txn> {
             compacted,
             sub: 0,
             record: Vec::new(),
+            row: Vec::new(),
         })
     }
 
@@ -135,27 +145,9 @@ impl<'txn> MvccWriter<'txn> {
         if target > self.revision {
             return Err(MvccError::FutureRevision);
         }
-        let mut doomed: Vec<(i64, i64, Vec<u8>)> = Vec::new();
-        for row in self
-            .revisions
-            .range((self.group, 0, 0)..=(self.group, target, i64::MAX))?
-        {
-            let (revision, key) = row?;
-            let (_, main, sub) = revision.value();
-            doomed.push((main, sub, key.value().to_vec()));
-        }
-        for (main, sub, key) in doomed {
-            let Some((latest_main, latest_sub, latest_bytes)) =
-                read::version_at(&self.kv, self.group, &key, target)?
-            else {
-                continue;
-            };
-            let is_latest = (latest_main, latest_sub) == (main, sub);
-            if is_latest && !KeyRecord::decode(&latest_bytes)?.tombstone {
-                continue;
-            }
-            self.kv.remove((self.group, key.as_slice(), main, sub))?;
-            self.revisions.remove((self.group, main, sub))?;
+        let doomed = sync::write(&self.index).compact(target);
+        for version in doomed {
+            self.history.remove(version.row(self.group))?;
         }
         self.compacted = target;
         Ok(CompactionResponse {
@@ -169,7 +161,14 @@ impl<'txn> MvccWriter<'txn> {
         request: &RangeRequest,
     ) -> Result<synod_proto::etcdserverpb::RangeResponse, MvccError> {
         let current = self.revision + i64::from(self.sub > 0);
-        read::range(&self.kv, self.group, request, current, self.compacted)
+        read::range(
+            &self.history,
+            &self.index,
+            self.group,
+            request,
+            current,
+            self.compacted,
+        )
     }
 
     fn header(&self) -> ResponseHeader {
@@ -192,20 +191,22 @@ impl<'txn> MvccWriter<'txn> {
     }
 
     fn live(&self, key: &[u8]) -> StoreResult<Option<KeyValue>> {
-        read::live_at(&self.kv, self.group, key, i64::MAX)
+        read::live_at(&self.history, &self.index, self.group, key, i64::MAX)
     }
 
-    fn is_live(&self, key: &[u8]) -> StoreResult<bool> {
-        Ok(read::live_header_at(&self.kv, self.group, key, i64::MAX)?.is_some())
+    fn is_live(&self, key: &[u8]) -> bool {
+        sync::read(&self.index).live_at(key, i64::MAX).is_some()
     }
 
     fn write_version(&mut self, key: &[u8], record: &KeyRecord<'_>) -> StoreResult<()> {
         let main = self.pending_revision();
         let sub = self.sub;
+        let version = Version::new(main, sub, record.tombstone)?;
         record.encode_into(&mut self.record);
-        self.kv
-            .insert((self.group, key, main, sub), self.record.as_slice())?;
-        self.revisions.insert((self.group, main, sub), key)?;
+        encode_version(key, &self.record, &mut self.row)?;
+        self.history
+            .insert(version.row(self.group), self.row.as_slice())?;
+        sync::write(&self.index).insert(key, version);
         self.sub += 1;
         Ok(())
     }
@@ -214,7 +215,7 @@ impl<'txn> MvccWriter<'txn> {
         if request.lease != 0 && self.leases.get((self.group, request.lease))?.is_none() {
             return Err(MvccError::LeaseNotFound);
         }
-        if (request.ignore_value || request.ignore_lease) && !self.is_live(&request.key)? {
+        if (request.ignore_value || request.ignore_lease) && !self.is_live(&request.key) {
             return Err(MvccError::KeyNotFound);
         }
         Ok(())
@@ -255,7 +256,7 @@ impl<'txn> MvccWriter<'txn> {
         for key in attached {
             self.lease_keys
                 .remove((self.group, request.id, key.as_slice()))?;
-            if self.is_live(&key)? {
+            if self.is_live(&key) {
                 self.write_version(&key, &KeyRecord::TOMBSTONE)?;
             }
         }
@@ -339,7 +340,13 @@ impl<'txn> MvccWriter<'txn> {
         let previous = if request.prev_kv || request.ignore_value {
             self.live(&request.key)?
         } else {
-            read::live_header_at(&self.kv, self.group, &request.key, i64::MAX)?
+            read::live_header_at(
+                &self.history,
+                &self.index,
+                self.group,
+                &request.key,
+                i64::MAX,
+            )?
         };
         let value: &[u8] = match (&previous, request.ignore_value) {
             (Some(previous), true) => &previous.value,
@@ -382,7 +389,8 @@ impl<'txn> MvccWriter<'txn> {
         let span = KeySpan::new(&request.key, &request.range_end);
         let mut doomed = Vec::new();
         read::visit_live(
-            &self.kv,
+            &self.history,
+            &self.index,
             self.group,
             &span,
             i64::MAX,
@@ -427,7 +435,8 @@ impl<'txn> MvccWriter<'txn> {
         let mut seen_any = false;
         let mut holds = true;
         read::visit_live(
-            &self.kv,
+            &self.history,
+            &self.index,
             self.group,
             &span,
             self.revision,
