@@ -263,6 +263,7 @@ impl LogStore {
             unflushed_upto: None,
             truncations: 0,
             durable,
+            lazy: Vec::new(),
         };
         Ok(Self {
             contents,
@@ -371,7 +372,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.contents().committed = committed;
         // The committed index is a hint that speeds up restart; it becomes durable with
         // the next flush, and losing it only delays re-applying the log. So it is not
-        // flushed on its own.
+        // flushed, nor even written, on its own: it goes out with the next append.
         self.write(&Record::Committed(committed), Effect::Lazy)
             .map_err(StoreError::write_logs)
     }

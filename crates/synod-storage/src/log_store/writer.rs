@@ -41,7 +41,9 @@ pub(super) enum Effect {
     Durable,
     /// Durable, then the segments holding only entries up to this index go.
     Purge(u64),
-    /// Written, not flushed: it becomes durable with the next flush.
+    /// Kept in memory and written ahead of the next write, so it costs no system
+    /// call of its own; it becomes durable with the next flush, and is lost if the
+    /// process stops before another write. Only hints may be lazy.
     Lazy,
     /// Written, then flushed by the flusher thread, which reports it through
     /// [`Writer::durable`].
@@ -69,6 +71,8 @@ pub(super) struct Writer {
     pub truncations: u64,
     /// Every entry up to this index is on disk.
     pub durable: watch::Sender<u64>,
+    /// Lazy records not written yet.
+    pub lazy: Vec<u8>,
 }
 
 impl Writer {
@@ -110,9 +114,12 @@ impl Writer {
     }
 
     fn write(&mut self, entries: &[FramedEntry], other: &[u8], effect: Effect) -> StoreResult<()> {
-        let mut buffer = Vec::with_capacity(
-            other.len() + entries.iter().map(|entry| entry.bytes.len()).sum::<usize>(),
-        );
+        if effect == Effect::Lazy && entries.is_empty() {
+            self.lazy.extend_from_slice(other);
+            return Ok(());
+        }
+        let mut buffer = std::mem::take(&mut self.lazy);
+        buffer.reserve(other.len() + entries.iter().map(|entry| entry.bytes.len()).sum::<usize>());
         let mut placed = Vec::with_capacity(entries.len());
         let mut max_index = self.segments.get(&self.active_seq).copied().unwrap_or(0);
         for entry in entries {
