@@ -20,8 +20,10 @@ use serde::Serialize;
 use synod_proto::synodpeer::raft_peer_client::RaftPeerClient;
 use synod_proto::synodpeer::RaftMessage;
 use synod_storage::{GroupId, MemberNode, NodeId, TypeConfig};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Status, Streaming};
 
 use super::codec;
 use crate::limits::{PEER_MESSAGE_BYTES_MAX, PEER_RPC_TIMEOUT};
@@ -112,6 +114,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             target,
             client: self.clients.for_node(node),
             log_durable: self.log_durable.clone(),
+            appends: Appends::NotOpen,
         }
     }
 }
@@ -122,6 +125,30 @@ pub struct PeerNetwork {
     target: NodeId,
     client: Result<RaftPeerClient<Channel>, PeerUrlError>,
     log_durable: watch::Receiver<u64>,
+    appends: Appends,
+}
+
+/// How AppendEntries reach the peer: over one long-lived stream (see
+/// `AppendEntriesStream` in peer.proto), opened on first use and again after any
+/// failure; or, to a member without that call, one call each.
+enum Appends {
+    NotOpen,
+    Open(Box<AppendStream>),
+    Unsupported,
+}
+
+/// An open stream of AppendEntries: where requests go, and where answers come.
+struct AppendStream {
+    requests: mpsc::Sender<RaftMessage>,
+    answers: Streaming<RaftMessage>,
+}
+
+/// Why a stream of AppendEntries gave no answer.
+enum StreamFailure {
+    /// The peer does not know the call.
+    Unsupported,
+    /// The stream failed; it is closed, and the next append opens another.
+    Failed(Status),
 }
 
 /// Which peer RPC to call.
@@ -132,44 +159,119 @@ enum PeerCall {
     InstallSnapshot,
 }
 
+type PeerResult<Resp, E> = Result<Resp, RPCError<NodeId, MemberNode, RaftError<NodeId, E>>>;
+
+// openraft's network trait answers with its (large) RPCError by value; these
+// helpers build it for the trait methods.
+#[allow(clippy::result_large_err)]
 impl PeerNetwork {
+    fn client<E: std::error::Error>(
+        &self,
+    ) -> Result<RaftPeerClient<Channel>, RPCError<NodeId, MemberNode, RaftError<NodeId, E>>> {
+        match &self.client {
+            Ok(client) => Ok(client.clone()),
+            Err(error) => Err(RPCError::Unreachable(Unreachable::new(error))),
+        }
+    }
+
+    fn message<E: std::error::Error>(
+        &self,
+        request: &impl Serialize,
+    ) -> Result<RaftMessage, RPCError<NodeId, MemberNode, RaftError<NodeId, E>>> {
+        let payload = codec::encode(request)
+            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        Ok(RaftMessage {
+            group_id: self.group,
+            payload,
+        })
+    }
+
+    fn answer<Resp, E>(&self, reply: &RaftMessage) -> PeerResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result: Result<Resp, RaftError<NodeId, E>> = codec::decode(&reply.payload)
+            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        result.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         call: PeerCall,
         request: &Req,
         timeout: Duration,
-    ) -> Result<Resp, RPCError<NodeId, MemberNode, RaftError<NodeId, E>>>
+    ) -> PeerResult<Resp, E>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let mut client = match &self.client {
-            Ok(client) => client.clone(),
-            Err(error) => return Err(RPCError::Unreachable(Unreachable::new(error))),
-        };
-        let payload = codec::encode(request)
-            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
-        let message = RaftMessage {
-            group_id: self.group,
-            payload,
-        };
-        let mut grpc_request = tonic::Request::new(message);
+        let mut client = self.client()?;
+        let mut grpc_request = tonic::Request::new(self.message(request)?);
         grpc_request.set_timeout(timeout);
         let reply = match call {
             PeerCall::AppendEntries => client.append_entries(grpc_request).await,
             PeerCall::Vote => client.vote(grpc_request).await,
             PeerCall::InstallSnapshot => client.install_snapshot(grpc_request).await,
         };
-        let reply = reply.map_err(|status| match status.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                RPCError::Unreachable(Unreachable::new(&status))
+        let reply = reply.map_err(|status| rpc_error(&status))?;
+        self.answer(&reply.into_inner())
+    }
+
+    /// Sends one AppendEntries over the stream, opening it first if need be, and
+    /// waits for its answer. openraft sends the next only after this one returns,
+    /// so each answer on the stream belongs to the request before it.
+    async fn append_streamed(
+        &mut self,
+        mut client: RaftPeerClient<Channel>,
+        message: RaftMessage,
+        timeout: Duration,
+    ) -> Result<RaftMessage, StreamFailure> {
+        let exchange = async {
+            if let Appends::Open(stream) = &mut self.appends {
+                stream
+                    .requests
+                    .send(message)
+                    .await
+                    .map_err(|_| Status::unavailable("the append stream closed"))?;
+                return stream.answers.message().await;
             }
-            _ => RPCError::Network(NetworkError::new(&status)),
-        })?;
-        let result: Result<Resp, RaftError<NodeId, E>> = codec::decode(&reply.into_inner().payload)
-            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
-        result.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
+            let (requests, inbox) = mpsc::channel(1);
+            // The first message waits in the channel, so it leaves with the headers.
+            let _ = requests.try_send(message);
+            let mut answers = client
+                .append_entries_stream(ReceiverStream::new(inbox))
+                .await?
+                .into_inner();
+            let answer = answers.message().await;
+            self.appends = Appends::Open(Box::new(AppendStream { requests, answers }));
+            answer
+        };
+        let outcome = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(Some(answer))) => return Ok(answer),
+            Ok(Ok(None)) => Status::unavailable("the peer ended the append stream"),
+            Ok(Err(status)) => status,
+            Err(_) => Status::deadline_exceeded("no answer on the append stream in time"),
+        };
+        if outcome.code() == tonic::Code::Unimplemented {
+            self.appends = Appends::Unsupported;
+            return Err(StreamFailure::Unsupported);
+        }
+        self.appends = Appends::NotOpen;
+        Err(StreamFailure::Failed(outcome))
+    }
+}
+
+/// openraft's view of a failed call: unreachable (try again later) or broken.
+fn rpc_error<E: std::error::Error>(
+    status: &Status,
+) -> RPCError<NodeId, MemberNode, RaftError<NodeId, E>> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            RPCError::Unreachable(Unreachable::new(status))
+        }
+        _ => RPCError::Network(NetworkError::new(status)),
     }
 }
 
@@ -199,6 +301,23 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                     return Err(RPCError::Network(NetworkError::new(
                         &std::io::Error::other(reason),
                     )));
+                }
+            }
+        }
+        if !matches!(self.appends, Appends::Unsupported) {
+            let client = self.client()?;
+            let message = self.message(&rpc)?;
+            match self
+                .append_streamed(client, message, option.hard_ttl())
+                .await
+            {
+                Ok(reply) => return self.answer(&reply),
+                Err(StreamFailure::Failed(status)) => return Err(rpc_error(&status)),
+                Err(StreamFailure::Unsupported) => {
+                    tracing::info!(
+                        target = self.target,
+                        "peer lacks the append stream; sending one call per append"
+                    );
                 }
             }
         }

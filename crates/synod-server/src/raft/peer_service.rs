@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use synod_proto::synodpeer::raft_peer_server::RaftPeer;
 use synod_proto::synodpeer::{
@@ -11,7 +13,7 @@ use synod_proto::synodpeer::{
     ReadIndexRequest, ReadIndexResponse, TimeoutNowRequest, TimeoutNowResponse,
 };
 use synod_storage::{NodeId, TypeConfig};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::{codec, pre_vote};
 use crate::forward;
@@ -57,6 +59,16 @@ fn check_group(group: u64) -> Result<(), Status> {
     }
 }
 
+/// Hands one AppendEntries message to Raft and encodes its answer.
+async fn append_entries(node: &Node, message: RaftMessage) -> Result<RaftMessage, Status> {
+    check_group(message.group_id)?;
+    let rpc: AppendEntriesRequest<TypeConfig> = codec::decode(&message.payload)?;
+    Ok(RaftMessage {
+        group_id: DEFAULT_GROUP,
+        payload: codec::encode(&node.raft.append_entries(rpc).await)?,
+    })
+}
+
 fn reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftMessage>, Status> {
     Ok(Response::new(RaftMessage {
         group_id: DEFAULT_GROUP,
@@ -70,10 +82,24 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        let message = request.into_inner();
-        check_group(message.group_id)?;
-        let rpc: AppendEntriesRequest<TypeConfig> = codec::decode(&message.payload)?;
-        reply(&self.node.raft.append_entries(rpc).await)
+        append_entries(&self.node, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type AppendEntriesStreamStream = BoxStream<'static, Result<RaftMessage, Status>>;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
+        let node = self.node.clone();
+        // One request at a time, answered in order; a bad message ends the stream.
+        let answers = request.into_inner().then(move |message| {
+            let node = node.clone();
+            async move { append_entries(&node, message?).await }
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
