@@ -17,6 +17,7 @@ use synod_storage::{NodeId, TypeConfig};
 use tokio::time::Instant;
 
 use crate::batch::{Batcher, Limit};
+use crate::forward_link::ForwardLinks;
 use crate::limits::{PEER_MESSAGE_BYTES_MAX, REQUEST_TIMEOUT};
 use crate::node::{
     leader_elsewhere, not_leader, Committed, Node, NodeError, ProposeError, DEFAULT_GROUP,
@@ -57,8 +58,9 @@ pub fn forwards(raft: Raft<TypeConfig>, peers: PeerClients, me: NodeId) -> Arc<F
         // Leave room for the framing of each command and of the request.
         weight_max: PEER_MESSAGE_BYTES_MAX / 2,
     };
+    let links = Arc::new(ForwardLinks::default());
     Batcher::new(limit, move |commands| {
-        forward(raft.clone(), peers.clone(), me, commands)
+        forward(raft.clone(), peers.clone(), links.clone(), me, commands)
     })
 }
 
@@ -66,6 +68,7 @@ pub fn forwards(raft: Raft<TypeConfig>, peers: PeerClients, me: NodeId) -> Arc<F
 async fn forward(
     raft: Raft<TypeConfig>,
     peers: PeerClients,
+    links: Arc<ForwardLinks>,
     me: NodeId,
     commands: Vec<CommandMessage>,
 ) -> Vec<Forwarded> {
@@ -74,19 +77,19 @@ async fn forward(
     let Some(leader) = leader_elsewhere(&raft, me) else {
         return failed_all(&|| ForwardError::NotProposed);
     };
-    let mut client = match peers.for_node(&leader) {
+    let client = match peers.for_node(&leader) {
         Ok(client) => client,
         Err(error) => {
             return failed_all(&|| ForwardError::Failed(NodeError::Internal(error.to_string())))
         }
     };
-    let mut request = tonic::Request::new(ForwardRequest {
+    let request = ForwardRequest {
         group_id: DEFAULT_GROUP,
         commands,
-    });
-    request.set_timeout(REQUEST_TIMEOUT);
-    let results = match client.forward(request).await {
-        Ok(response) => response.into_inner().results,
+    };
+    let url = leader.peer_urls.first().map_or("", String::as_str);
+    let results = match links.send(url, client, request, REQUEST_TIMEOUT).await {
+        Ok(results) => results,
         Err(status) => return failed_all(&|| failure(status.clone())),
     };
     if results.len() != count {

@@ -10,6 +10,7 @@ pub mod authority;
 pub mod batch;
 pub mod config;
 pub mod forward;
+pub mod forward_link;
 pub mod identity;
 pub mod join;
 pub mod lease;

@@ -20,6 +20,9 @@ use crate::forward;
 use crate::membership::{LocalChange, MembershipChange, MembershipError};
 use crate::node::{not_leader, LeaseQuery, Node, DEFAULT_GROUP};
 
+/// Forward rounds of one follower served at once: more than a follower sends.
+const FORWARDS_SERVED_AT_ONCE: usize = 8;
+
 /// Serves the peer RPC for one node.
 pub struct PeerService {
     node: Arc<Node>,
@@ -140,6 +143,29 @@ impl RaftPeer for PeerService {
         check_group(message.group_id)?;
         let results = forward::serve(&self.node, message.commands).await;
         Ok(Response::new(ForwardResponse { results }))
+    }
+
+    type ForwardStreamStream = BoxStream<'static, Result<ForwardResponse, Status>>;
+
+    async fn forward_stream(
+        &self,
+        request: Request<Streaming<ForwardRequest>>,
+    ) -> Result<Response<Self::ForwardStreamStream>, Status> {
+        let node = self.node.clone();
+        // Rounds are served together and answered in the order they came.
+        let answers = request
+            .into_inner()
+            .map(move |message| {
+                let node = node.clone();
+                async move {
+                    let message = message?;
+                    check_group(message.group_id)?;
+                    let results = forward::serve(&node, message.commands).await;
+                    Ok(ForwardResponse { results })
+                }
+            })
+            .buffered(FORWARDS_SERVED_AT_ONCE);
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn timeout_now(
