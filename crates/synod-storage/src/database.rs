@@ -36,7 +36,7 @@ pub const LOG_DIR: &str = "wal";
 /// in-memory key index finds every key without reading pages, and new versions
 /// append to the last pages, so the cache serves mostly the values reads return:
 /// 64 MiB measured as fast as 128 MiB for puts and serializable gets at 128
-/// clients, and keeps a member with a million keys near 240 MB.
+/// clients, and keeps a member with a million keys near 250 MB.
 pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 /// redb's page size: 4 KiB, which only redb's own tests can change.
