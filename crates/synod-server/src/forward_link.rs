@@ -81,63 +81,67 @@ impl ForwardLinks {
 }
 
 /// The task of one link: opens the stream when a round comes, serves rounds until
-/// it fails, and starts over.
+/// it fails, and starts over; or, to a leader without the call, sends every round
+/// as a call of its own.
 async fn run(client: RaftPeerClient<Channel>, mut queue: mpsc::Receiver<Round>) {
     while let Some(round) = queue.recv().await {
-        if let Some(stream) = open(client.clone(), round, &mut queue).await {
-            serve(stream, &mut queue).await;
+        match open(client.clone(), round).await {
+            Opened::Stream(stream) => serve(*stream, &mut queue).await,
+            Opened::Failed => {}
+            Opened::Unsupported(round) => {
+                tracing::info!("the leader lacks the forward stream; sending one call per forward");
+                call(client.clone(), round);
+                while let Some(round) = queue.recv().await {
+                    call(client.clone(), round);
+                }
+            }
         }
     }
 }
 
-/// Opens the stream with `round` as its first message. A leader that lacks the
-/// call gets every round from now on as a call of its own (the rounds keep
-/// coming through `queue`), and `None` is returned once the queue closes.
-async fn open(
-    mut client: RaftPeerClient<Channel>,
-    round: Round,
-    queue: &mut mpsc::Receiver<Round>,
-) -> Option<OpenStream> {
+/// What opening a stream came to.
+enum Opened {
+    Stream(Box<OpenStream>),
+    /// The round's sender has its answer (the failure).
+    Failed,
+    /// The leader lacks the call; the round is handed back unsent.
+    Unsupported(Round),
+}
+
+/// Opens the stream with `round` as its first message.
+async fn open(mut client: RaftPeerClient<Channel>, round: Round) -> Opened {
     let (requests, inbox) = mpsc::channel(ROUNDS_QUEUED);
     let first = round.request.clone();
     let _ = requests.try_send(round.request);
     match client.forward_stream(ReceiverStream::new(inbox)).await {
-        Ok(answers) => Some(OpenStream {
+        Ok(answers) => Opened::Stream(Box::new(OpenStream {
             requests,
             answers: answers.into_inner(),
             pending: VecDeque::from([round.reply]),
+        })),
+        Err(status) if status.code() == tonic::Code::Unimplemented => Opened::Unsupported(Round {
+            request: first,
+            reply: round.reply,
         }),
-        Err(status) if status.code() == tonic::Code::Unimplemented => {
-            tracing::info!("the leader lacks the forward stream; sending one call per forward");
-            call(client.clone(), first, round.reply);
-            while let Some(round) = queue.recv().await {
-                call(client.clone(), round.request, round.reply);
-            }
-            None
-        }
         Err(status) => {
             // Nothing reached the leader if the connection could not be made; the
             // status says so, as a failed call's would.
             let _ = round.reply.send(Err(status));
-            None
+            Opened::Failed
         }
     }
 }
 
 /// Sends one round as a `Forward` call of its own.
-fn call(
-    mut client: RaftPeerClient<Channel>,
-    request: ForwardRequest,
-    reply: oneshot::Sender<Answer>,
-) {
+fn call(mut client: RaftPeerClient<Channel>, round: Round) {
     tokio::spawn(async move {
-        let mut request = tonic::Request::new(request);
+        let mut request = tonic::Request::new(round.request);
         request.set_timeout(crate::limits::REQUEST_TIMEOUT);
         let answer = client
             .forward(request)
             .await
             .map(|response| response.into_inner().results);
-        let _ = reply.send(answer);
+        let _ = round.reply.send(answer);
     });
 }
 

@@ -50,11 +50,8 @@ pub fn live_at<T>(
 where
     T: ReadableTable<HistoryKey, &'static [u8]>,
 {
-    let Some(version) = sync::read(index).live_at(key, at) else {
-        return Ok(None);
-    };
-    with_version(table, group, version, |key, record| {
-        Some(key_value(key, version.main, &record))
+    live_version(table, index, group, key, at, |key, mod_revision, record| {
+        key_value(key, mod_revision, &record)
     })
 }
 
@@ -70,18 +67,37 @@ pub fn live_header_at<T>(
 where
     T: ReadableTable<HistoryKey, &'static [u8]>,
 {
-    let Some(version) = sync::read(index).live_at(key, at) else {
-        return Ok(None);
-    };
-    with_version(table, group, version, |_, record| {
-        Some(KeyValue {
+    live_version(table, index, group, key, at, |_, mod_revision, record| {
+        KeyValue {
             create_revision: record.create_revision,
-            mod_revision: version.main,
+            mod_revision,
             version: record.version,
             lease: record.lease,
             ..Default::default()
-        })
+        }
     })
+}
+
+/// Calls `read` with the key, mod revision and record of `key`'s live version at
+/// `at`, if the key existed then.
+fn live_version<T, R>(
+    table: &T,
+    index: &RwLock<KeyIndex>,
+    group: GroupId,
+    key: &[u8],
+    at: i64,
+    read: impl FnOnce(&[u8], i64, KeyRecord<'_>) -> R,
+) -> StoreResult<Option<R>>
+where
+    T: ReadableTable<HistoryKey, &'static [u8]>,
+{
+    let Some(version) = sync::read(index).live_at(key, at) else {
+        return Ok(None);
+    };
+    with_version(table, group, version, |key, record| {
+        read(key, version.main, record)
+    })
+    .map(Some)
 }
 
 /// Builds the wire form of one key version.
