@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
@@ -54,6 +55,10 @@ pub struct Store {
     current: RwLock<Arc<Database>>,
     /// The key index of each group, built from the database when first asked for.
     indexes: Mutex<HashMap<GroupId, Arc<RwLock<KeyIndex>>>>,
+    /// The file's size as of the last commit that could change it: every write
+    /// request checks it against the quota, and asking the file system each time
+    /// would cost a system call per request.
+    file_bytes: AtomicU64,
 }
 
 /// Runs `$body` once for each table of the database, with `$table` bound to its
@@ -86,12 +91,15 @@ pub fn open_database(path: &Path, cache_bytes: usize) -> StoreResult<Arc<Store>>
         .create(path)?;
     create_tables(&db)?;
     move_legacy_history(&db)?;
-    Ok(Arc::new(Store {
+    let store = Store {
         path: path.to_path_buf(),
         cache_bytes,
         current: RwLock::new(Arc::new(db)),
         indexes: Mutex::new(HashMap::new()),
-    }))
+        file_bytes: AtomicU64::new(0),
+    };
+    store.measure_file_size();
+    Ok(Arc::new(store))
 }
 
 /// Moves the versions of a database written before the history was kept in
@@ -220,6 +228,7 @@ impl Store {
         let index = self.key_index(group)?;
         let mut index = crate::sync::write(&index);
         let replaced = replace();
+        self.measure_file_size();
         *index = self.load_key_index(group)?;
         replaced
     }
@@ -245,12 +254,22 @@ impl Store {
         let mut txn = self.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.commit()?;
+        self.measure_file_size();
         Ok(())
     }
 
-    /// Bytes the database file takes on disk.
+    /// Bytes the database file takes on disk, as of the last commit that could
+    /// change it (see [`Store::measure_file_size`]).
     pub fn file_size(&self) -> u64 {
-        fs::metadata(&self.path).map_or(0, |metadata| metadata.len())
+        self.file_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Takes the file's size from the file system, for [`Store::file_size`]. Called
+    /// after every commit that can grow or shrink the file: apply's, a snapshot
+    /// install's, a defragmentation's.
+    pub fn measure_file_size(&self) {
+        let bytes = fs::metadata(&self.path).map_or(0, |metadata| metadata.len());
+        self.file_bytes.store(bytes, Ordering::Relaxed);
     }
 
     /// The file's size and the part of it holding live data: the pages of every
@@ -295,6 +314,7 @@ impl Store {
             Ok(mut current) => *current = Arc::new(copy),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(copy),
         }
+        self.measure_file_size();
         source.abort()?;
         Ok(())
     }

@@ -227,6 +227,7 @@ fn write_batch(
         }
     }
     txn.commit()?;
+    db.measure_file_size();
     Ok(AppliedBatch {
         results,
         log_index: last_applied.map_or(0, |log_id| log_id.index),
