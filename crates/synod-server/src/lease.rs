@@ -237,13 +237,19 @@ pub async fn run_keeper(
     mut applied: watch::Receiver<Applied>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut metrics = node.raft.metrics();
+    // The server metrics change with the role and the term only, not on every
+    // append as Raft's full metrics do.
+    let mut server = node.raft.server_metrics();
     let mut led_term = None;
     let mut lease_changes_seen = applied.borrow().lease_changes;
     loop {
         let (state, term, leader) = {
-            let current = metrics.borrow_and_update();
-            (current.state, current.current_term, current.current_leader)
+            let current = server.borrow_and_update();
+            (
+                current.state,
+                current.vote.leader_id().get_term(),
+                current.current_leader,
+            )
         };
         let leading = state == ServerState::Leader && leader == Some(node.member.id);
         match (leading, led_term) {
@@ -287,7 +293,7 @@ pub async fn run_keeper(
         };
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => return,
-            changed = metrics.changed() => if changed.is_err() { return },
+            changed = server.changed() => if changed.is_err() { return },
             changed = applied.changed() => {
                 if changed.is_err() {
                     return;

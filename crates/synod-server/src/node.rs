@@ -372,7 +372,7 @@ pub enum ProposeError {
 
 /// The member Raft's latest view says leads, if it is another one.
 pub fn leader_elsewhere(raft: &Raft<TypeConfig>, me: NodeId) -> Option<MemberNode> {
-    let metrics = raft.metrics();
+    let metrics = raft.server_metrics();
     let metrics = metrics.borrow();
     let leader = metrics.current_leader.filter(|id| *id != me)?;
     metrics

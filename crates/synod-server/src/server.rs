@@ -440,30 +440,35 @@ async fn stop_when_removed(
     node: Arc<Node>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let mut metrics = node.raft.metrics();
+    // Raft's server metrics change only with the vote, the role, the leader or
+    // the membership; its full metrics change on every append and would wake this
+    // task several times per log entry.
+    let mut server = node.raft.server_metrics();
+    let mut applied = node.applied.clone();
     let mut was_member = false;
     let mut ask_peers = tokio::time::interval(REMOVAL_CHECK_INTERVAL);
     let removed = async {
         loop {
-            {
-                let current = metrics.borrow_and_update();
-                let config = &current.membership_config;
-                let applied = current.last_applied.map(|log_id| log_id.index);
-                let config_applied = match (config.log_id(), applied) {
-                    (Some(config), Some(applied)) => config.index <= applied,
-                    _ => false,
-                };
-                if config_applied {
-                    let listed = config.membership().get_node(&node.member.id).is_some();
-                    if listed {
-                        was_member = true;
-                    } else if was_member {
-                        return;
-                    }
+            let config = server.borrow_and_update().membership_config.clone();
+            let applied_index = applied.borrow_and_update().log_index;
+            let config_index = config.log_id().map(|log_id| log_id.index);
+            let config_applied = config_index.is_some_and(|index| index <= applied_index);
+            if config_applied {
+                let listed = config.membership().get_node(&node.member.id).is_some();
+                if listed {
+                    was_member = true;
+                } else if was_member {
+                    return;
                 }
             }
             tokio::select! {
-                changed = metrics.changed() => {
+                changed = server.changed() => {
+                    if changed.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+                // Only while the latest membership waits to be applied.
+                changed = applied.changed(), if config_index.is_some() && !config_applied => {
                     if changed.is_err() {
                         std::future::pending::<()>().await;
                     }
