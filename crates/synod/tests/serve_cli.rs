@@ -137,6 +137,10 @@ fn bad_flags_get_actionable_errors() {
             &["serve", "--initial-cluster", "default"],
             "name=http://IP:PORT",
         ),
+        (
+            &["serve", "--worker-threads", "0"],
+            "invalid value '0' for '--worker-threads",
+        ),
     ];
     for (args, expected) in cases {
         let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();

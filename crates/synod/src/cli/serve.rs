@@ -122,6 +122,14 @@ pub struct ServeFlags {
     #[arg(long, env = "SYNOD_BACKEND_CACHE_BYTES", default_value_t = synod_storage::DEFAULT_CACHE_BYTES)]
     backend_cache_bytes: usize,
 
+    /// Threads serving requests and running Raft (synod's own flag; default: one
+    /// fewer than the cores, at least one). The Raft log's flusher and the
+    /// blocking pool (apply, store reads) already keep about a core busy under
+    /// load on threads of their own; a worker for every core on top of them only
+    /// adds preemptions and wake-ups.
+    #[arg(long, env = "SYNOD_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: Option<u16>,
+
     /// Most operations in one transaction branch.
     #[arg(long, env = "ETCD_MAX_TXN_OPS", default_value_t = 128)]
     max_txn_ops: usize,
@@ -243,11 +251,23 @@ async fn termination() {
     }
 }
 
+/// One worker fewer than the cores, at least one (see `--worker-threads`). With
+/// three members on two cores, one worker each served 10% more puts at 128 and
+/// 512 clients, 12% more serializable gets and 5% more locks at 16 clients than
+/// two, with less CPU per operation in every case.
+fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |cores| cores.get().saturating_sub(1))
+        .max(1)
+}
+
 /// Runs `synod serve`.
 pub fn run(flags: ServeFlags) -> anyhow::Result<()> {
     init_logging(&flags.log_level)?;
+    let workers = flags.worker_threads.map_or_else(default_worker_threads, usize::from);
     let config = flags.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
