@@ -112,14 +112,34 @@ impl KeyIndex {
         self.compacted
     }
 
-    /// Records a new version of `key`, newer than every version it has.
-    pub fn insert(&mut self, key: &[u8], version: Version) {
+    /// Records a new version of `key`, newer than every version it has, and
+    /// returns the newest one it had: a put learns what it replaces in the same
+    /// walk of the index that records it.
+    pub fn insert(&mut self, key: &[u8], version: Version) -> Option<Version> {
         match self.keys.get_mut(key) {
-            Some(versions) => versions.push(version),
+            Some(versions) => {
+                let newest = versions.last().copied();
+                versions.push(version);
+                newest
+            }
             None => {
                 let mut versions = Versions::new();
                 versions.push(version);
                 self.keys.insert(key.into(), versions);
+                None
+            }
+        }
+    }
+
+    /// Takes back `version`, the last one [`KeyIndex::insert`] recorded for `key`,
+    /// when the change it stood for is refused before it is written.
+    pub fn withdraw(&mut self, key: &[u8], version: Version) {
+        if let Some(versions) = self.keys.get_mut(key) {
+            if versions.last() == Some(&version) {
+                versions.pop();
+            }
+            if versions.is_empty() {
+                self.keys.remove(key);
             }
         }
     }
@@ -227,6 +247,30 @@ mod tests {
             })
             .unwrap();
         seen
+    }
+
+    #[test]
+    fn insert_returns_the_version_it_follows_and_withdraw_takes_it_back() {
+        let mut index = KeyIndex::default();
+        assert_eq!(index.insert(b"a", version(2, false)), None);
+        assert_eq!(
+            index.insert(b"a", version(3, true)),
+            Some(version(2, false))
+        );
+        assert_eq!(
+            index.insert(b"a", version(4, false)),
+            Some(version(3, true))
+        );
+        index.withdraw(b"a", version(4, false));
+        assert_eq!(index.at(b"a", i64::MAX), Some(version(3, true)));
+        // Withdrawing a version that is not the newest changes nothing.
+        index.withdraw(b"a", version(2, false));
+        assert_eq!(index.at(b"a", 2), Some(version(2, false)));
+        // A key whose only version is withdrawn is gone.
+        index.insert(b"b", version(5, false));
+        index.withdraw(b"b", version(5, false));
+        assert!(index.at(b"b", i64::MAX).is_none());
+        assert_eq!(index.len(), 1);
     }
 
     #[test]

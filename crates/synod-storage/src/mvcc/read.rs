@@ -39,65 +39,29 @@ where
     Ok(read(key, record))
 }
 
-/// The live value of `key` at revision `at`, if the key existed then.
-pub fn live_at<T>(
-    table: &T,
-    index: &RwLock<KeyIndex>,
-    group: GroupId,
-    key: &[u8],
-    at: i64,
-) -> StoreResult<Option<KeyValue>>
+/// The key, value and header of `version`.
+pub fn version_value<T>(table: &T, group: GroupId, version: Version) -> StoreResult<KeyValue>
 where
     T: ReadableTable<HistoryKey, &'static [u8]>,
 {
-    live_version(table, index, group, key, at, |key, mod_revision, record| {
-        key_value(key, mod_revision, &record)
-    })
-}
-
-/// Like [`live_at`], but with the key and value left empty: what a write needs
-/// to know of the version it replaces, without copying the value out.
-pub fn live_header_at<T>(
-    table: &T,
-    index: &RwLock<KeyIndex>,
-    group: GroupId,
-    key: &[u8],
-    at: i64,
-) -> StoreResult<Option<KeyValue>>
-where
-    T: ReadableTable<HistoryKey, &'static [u8]>,
-{
-    live_version(table, index, group, key, at, |_, mod_revision, record| {
-        KeyValue {
-            create_revision: record.create_revision,
-            mod_revision,
-            version: record.version,
-            lease: record.lease,
-            ..Default::default()
-        }
-    })
-}
-
-/// Calls `read` with the key, mod revision and record of `key`'s live version at
-/// `at`, if the key existed then.
-fn live_version<T, R>(
-    table: &T,
-    index: &RwLock<KeyIndex>,
-    group: GroupId,
-    key: &[u8],
-    at: i64,
-    read: impl FnOnce(&[u8], i64, KeyRecord<'_>) -> R,
-) -> StoreResult<Option<R>>
-where
-    T: ReadableTable<HistoryKey, &'static [u8]>,
-{
-    let Some(version) = sync::read(index).live_at(key, at) else {
-        return Ok(None);
-    };
     with_version(table, group, version, |key, record| {
-        read(key, version.main, record)
+        key_value(key, version.main, &record)
     })
-    .map(Some)
+}
+
+/// The header of `version`, with the key and value left empty: what a write
+/// needs to know of the version it replaces, without copying the value out.
+pub fn version_header<T>(table: &T, group: GroupId, version: Version) -> StoreResult<KeyValue>
+where
+    T: ReadableTable<HistoryKey, &'static [u8]>,
+{
+    with_version(table, group, version, |_, record| KeyValue {
+        create_revision: record.create_revision,
+        mod_revision: version.main,
+        version: record.version,
+        lease: record.lease,
+        ..Default::default()
+    })
 }
 
 /// Builds the wire form of one key version.

@@ -190,23 +190,33 @@ impl<'txn> MvccWriter<'txn> {
         self.revision + 1
     }
 
-    fn live(&self, key: &[u8]) -> StoreResult<Option<KeyValue>> {
-        read::live_at(&self.history, &self.index, self.group, key, i64::MAX)
-    }
-
     fn is_live(&self, key: &[u8]) -> bool {
         sync::read(&self.index).live_at(key, i64::MAX).is_some()
     }
 
+    /// Writes `record` as the next version of `key`, recording it in the index.
     fn write_version(&mut self, key: &[u8], record: &KeyRecord<'_>) -> StoreResult<()> {
-        let main = self.pending_revision();
-        let sub = self.sub;
-        let version = Version::new(main, sub, record.tombstone)?;
+        let version = self.next_version(record.tombstone)?;
+        sync::write(&self.index).insert(key, version);
+        self.write_row(key, version, record)
+    }
+
+    /// The version the command's next change gets.
+    fn next_version(&self, tombstone: bool) -> StoreResult<Version> {
+        Version::new(self.pending_revision(), self.sub, tombstone)
+    }
+
+    /// Writes the history row of `version`, which the index already records.
+    fn write_row(
+        &mut self,
+        key: &[u8],
+        version: Version,
+        record: &KeyRecord<'_>,
+    ) -> StoreResult<()> {
         record.encode_into(&mut self.record);
         encode_version(key, &self.record, &mut self.row)?;
         self.history
             .insert(version.row(self.group), self.row.as_slice())?;
-        sync::write(&self.index).insert(key, version);
         self.sub += 1;
         Ok(())
     }
@@ -335,28 +345,32 @@ impl<'txn> MvccWriter<'txn> {
     }
 
     fn do_put(&mut self, request: &PutRequest) -> Result<PutResponse, MvccError> {
+        // One walk of the index records the new version and finds the one it
+        // replaces.
+        let version = self.next_version(false)?;
+        let replaced = sync::write(&self.index)
+            .insert(&request.key, version)
+            .filter(|replaced| !replaced.tombstone);
         // The previous value is copied out only when the answer or the new
         // version needs it.
-        let previous = if request.prev_kv || request.ignore_value {
-            self.live(&request.key)?
-        } else {
-            read::live_header_at(
-                &self.history,
-                &self.index,
-                self.group,
-                &request.key,
-                i64::MAX,
-            )?
+        let previous = match replaced {
+            Some(replaced) if request.prev_kv || request.ignore_value => {
+                Some(read::version_value(&self.history, self.group, replaced)?)
+            }
+            Some(replaced) => Some(read::version_header(&self.history, self.group, replaced)?),
+            None => None,
         };
+        if previous.is_none() && (request.ignore_value || request.ignore_lease) {
+            sync::write(&self.index).withdraw(&request.key, version);
+            return Err(MvccError::KeyNotFound);
+        }
         let value: &[u8] = match (&previous, request.ignore_value) {
             (Some(previous), true) => &previous.value,
-            (None, true) => return Err(MvccError::KeyNotFound),
-            (_, false) => &request.value,
+            _ => &request.value,
         };
         let lease = match (&previous, request.ignore_lease) {
             (Some(previous), true) => previous.lease,
-            (None, true) => return Err(MvccError::KeyNotFound),
-            (_, false) => request.lease,
+            _ => request.lease,
         };
         let record = KeyRecord {
             tombstone: false,
@@ -367,7 +381,7 @@ impl<'txn> MvccWriter<'txn> {
             lease,
             value,
         };
-        self.write_version(&request.key, &record)?;
+        self.write_row(&request.key, version, &record)?;
         self.reattach(
             &request.key,
             previous.as_ref().map_or(0, |kv| kv.lease),

@@ -264,7 +264,9 @@ fn default_worker_threads() -> usize {
 /// Runs `synod serve`.
 pub fn run(flags: ServeFlags) -> anyhow::Result<()> {
     init_logging(&flags.log_level)?;
-    let workers = flags.worker_threads.map_or_else(default_worker_threads, usize::from);
+    let workers = flags
+        .worker_threads
+        .map_or_else(default_worker_threads, usize::from);
     let config = flags.into_config()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
