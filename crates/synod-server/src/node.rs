@@ -131,7 +131,13 @@ impl Node {
             cluster_id: self.member.cluster_id,
             member_id: self.member.id,
             revision,
-            raft_term: self.raft.metrics().borrow().current_term,
+            raft_term: self
+                .raft
+                .server_metrics()
+                .borrow()
+                .vote
+                .leader_id()
+                .get_term(),
         }
     }
 
@@ -205,7 +211,7 @@ impl Node {
         }
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
-            let leader = self.raft.metrics().borrow().current_leader;
+            let leader = self.raft.server_metrics().borrow().current_leader;
             let index = if leader == Some(self.member.id) {
                 match self.confirm_leadership().await {
                     ReadIndex::Ready(index) => Some(index),

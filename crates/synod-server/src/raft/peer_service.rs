@@ -188,11 +188,15 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<ReadIndexResponse>, Status> {
         check_group(request.into_inner().group_id)?;
         let read_index = self.node.local_read_index().await?;
-        let metrics = self.node.raft.metrics().borrow().clone();
+        let (leader_id, term) = {
+            let server = self.node.raft.server_metrics();
+            let server = server.borrow();
+            (server.current_leader, server.vote.leader_id().get_term())
+        };
         Ok(Response::new(ReadIndexResponse {
             read_index,
-            leader_id: metrics.current_leader.unwrap_or_default(),
-            term: metrics.current_term,
+            leader_id: leader_id.unwrap_or_default(),
+            term,
         }))
     }
 
