@@ -1029,6 +1029,37 @@ fn script(r: &dyn Fn(i64) -> i64) -> Vec<Step> {
         "\0",
         GetOptions::new().with_all_keys(),
     ));
+
+    // Nested compares and the txn's own earlier writes.
+    steps.push(txn(
+        "nested compare on a key the txn just wrote",
+        Txn::new().and_then([
+            put_op("nc", "new"),
+            TxnOp::txn(
+                Txn::new()
+                    .when([Compare::value("nc", CompareOp::Equal, "new")])
+                    .and_then([put_op("nc/then", "1")])
+                    .or_else([put_op("nc/else", "1")]),
+            ),
+        ]),
+    ));
+    steps.push(txn(
+        "nested compare on a key the txn just deleted",
+        Txn::new().and_then([
+            TxnOp::delete("nc", None),
+            TxnOp::txn(
+                Txn::new()
+                    .when([Compare::version("nc", CompareOp::Greater, 0)])
+                    .and_then([TxnOp::get("nc", None)])
+                    .or_else([TxnOp::get("nc/", Some(GetOptions::new().with_prefix()))]),
+            ),
+        ]),
+    ));
+    steps.push(get(
+        "after nested compares",
+        "nc",
+        GetOptions::new().with_prefix(),
+    ));
     steps
 }
 
