@@ -190,6 +190,26 @@ struct AppliedBatch {
     leases_changed: bool,
 }
 
+/// Largest batch, in client commands, applied on the calling task rather than on
+/// the blocking pool. At 16 clients (batches of about 6 commands), applying
+/// inline cut the members' CPU per lock by 6-9%; at 128 clients and up, where
+/// batches hold hundreds, the pool lets apply overlap the network work.
+const INLINE_APPLY_COMMANDS_MAX: usize = 16;
+
+/// Client commands in `entries`: a batch entry counts each command it carries.
+fn commands_in(entries: &[Entry]) -> usize {
+    entries
+        .iter()
+        .map(|entry| match &entry.payload {
+            EntryPayload::Normal(command) => match &command.message().op {
+                Some(Op::Batch(batch)) => batch.commands.len(),
+                _ => 1,
+            },
+            _ => 1,
+        })
+        .sum()
+}
+
 /// The periodic durable commit (see [`DURABLE_APPLY_INTERVAL`]).
 struct DurableCommits {
     /// When the last one started.
@@ -439,10 +459,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.check_durable_commit().await?;
         let db = self.db.clone();
         let group = self.group;
-        let batch = tokio::task::spawn_blocking(move || apply_batch(&db, group, entries))
-            .await
-            .map_err(|error| StoreError::from(error).write_state_machine())?
-            .map_err(StoreError::write_state_machine)?;
+        // A small batch is applied right here: handing it to the blocking pool and
+        // back costs two thread wake-ups, more than applying it. A large one goes
+        // to the pool, where it runs beside the network work of this task's
+        // thread, as does any batch that would wait in redb behind a durable
+        // commit.
+        let syncing = crate::sync::lock(&self.durable_commits).running.is_some();
+        let batch = if syncing || commands_in(&entries) > INLINE_APPLY_COMMANDS_MAX {
+            tokio::task::spawn_blocking(move || apply_batch(&db, group, entries))
+                .await
+                .map_err(|error| StoreError::from(error).write_state_machine())?
+                .map_err(StoreError::write_state_machine)?
+        } else {
+            apply_batch(&db, group, entries).map_err(StoreError::write_state_machine)?
+        };
         self.publish(
             batch.log_index,
             batch.revision,
