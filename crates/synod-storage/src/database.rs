@@ -185,6 +185,22 @@ impl Store {
         self.database().begin_read()
     }
 
+    /// Begins the write transaction on the current file if no other is in
+    /// progress; `None` where [`Store::begin_write`] would wait, so an async task
+    /// can hand the work to a thread that may block instead.
+    pub fn try_begin_write(&self) -> Result<Option<WriteTransaction>, redb::TransactionError> {
+        let db = self.database();
+        match db.try_begin_write() {
+            Ok(txn) if Arc::ptr_eq(&db, &self.database()) => Ok(Some(txn)),
+            Ok(txn) => {
+                txn.abort()?;
+                Ok(None)
+            }
+            Err(redb::TransactionError::WouldBlock) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Begins the (single) write transaction, on the current file.
     pub fn begin_write(&self) -> Result<WriteTransaction, redb::TransactionError> {
         loop {

@@ -4,7 +4,8 @@
 //! A batch of entries is applied in one redb transaction that also records
 //! `last_applied`, so after a crash the store is exactly as of some applied entry and
 //! openraft re-applies the rest from the durable log. The transaction itself is not
-//! fsynced: the log already is, and the next fsynced log write carries it to disk.
+//! fsynced: the log already is, and a durable commit now and then (see
+//! [`DURABLE_APPLY_INTERVAL`]) bounds how much of it a restart re-applies.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -192,7 +193,7 @@ struct AppliedBatch {
 
 /// Largest batch, in client commands, applied on the calling task rather than on
 /// the blocking pool. At 16 clients (batches of about 6 commands), applying
-/// inline cut the members' CPU per lock by 6-9%; at 128 clients and up, where
+/// inline cut the members' CPU per lock by 6-10%; at 128 clients and up, where
 /// batches hold hundreds, the pool lets apply overlap the network work.
 const INLINE_APPLY_COMMANDS_MAX: usize = 16;
 
@@ -218,9 +219,14 @@ struct DurableCommits {
     running: Option<tokio::task::JoinHandle<StoreResult<()>>>,
 }
 
-/// Applies `entries` in one transaction, committed without an fsync.
-fn apply_batch(db: &Store, group: GroupId, entries: Vec<Entry>) -> StoreResult<AppliedBatch> {
-    write_batch(db, group, entries).inspect_err(|_| {
+/// Applies `entries` in `txn`, committed without an fsync.
+fn apply_batch(
+    db: &Store,
+    txn: WriteTransaction,
+    group: GroupId,
+    entries: Vec<Entry>,
+) -> StoreResult<AppliedBatch> {
+    write_batch(db, txn, group, entries).inspect_err(|_| {
         // The writer updated the key index ahead of a commit that did not happen.
         if let Err(error) = db.reload_key_index(group) {
             tracing::error!(group, %error, "rebuilding the key index after a failed apply");
@@ -228,8 +234,12 @@ fn apply_batch(db: &Store, group: GroupId, entries: Vec<Entry>) -> StoreResult<A
     })
 }
 
-fn write_batch(db: &Store, group: GroupId, entries: Vec<Entry>) -> StoreResult<AppliedBatch> {
-    let mut txn = db.begin_write()?;
+fn write_batch(
+    db: &Store,
+    mut txn: WriteTransaction,
+    group: GroupId,
+    entries: Vec<Entry>,
+) -> StoreResult<AppliedBatch> {
     txn.set_durability(Durability::None)?;
     let mut results = Vec::with_capacity(entries.len());
     let mut last_applied = None;
@@ -462,17 +472,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // A small batch is applied right here: handing it to the blocking pool and
         // back costs two thread wake-ups, more than applying it. A large one goes
         // to the pool, where it runs beside the network work of this task's
-        // thread, as does any batch that would wait in redb behind a durable
-        // commit.
-        let syncing = crate::sync::lock(&self.durable_commits).running.is_some();
-        let batch = if syncing || commands_in(&entries) > INLINE_APPLY_COMMANDS_MAX {
-            tokio::task::spawn_blocking(move || apply_batch(&db, group, entries))
-                .await
+        // thread, as does any batch that would wait for redb's write lock (held
+        // by a durable commit, a snapshot or a defragmentation): this task's
+        // thread must never block on it.
+        let inline = if commands_in(&entries) <= INLINE_APPLY_COMMANDS_MAX {
+            db.try_begin_write()
                 .map_err(|error| StoreError::from(error).write_state_machine())?
-                .map_err(StoreError::write_state_machine)?
         } else {
-            apply_batch(&db, group, entries).map_err(StoreError::write_state_machine)?
+            None
         };
+        let batch = match inline {
+            Some(txn) => apply_batch(&db, txn, group, entries),
+            None => tokio::task::spawn_blocking(move || {
+                let txn = db.begin_write()?;
+                apply_batch(&db, txn, group, entries)
+            })
+            .await
+            .map_err(|error| StoreError::from(error).write_state_machine())?,
+        }
+        .map_err(StoreError::write_state_machine)?;
         self.publish(
             batch.log_index,
             batch.revision,
@@ -549,8 +567,55 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use std::time::{Duration, Instant};
+
+    use openraft::CommittedLeaderId;
+    use synod_proto::etcdserverpb::PutRequest;
+
     use super::*;
     use crate::database::{open_database, DEFAULT_CACHE_BYTES};
+    use crate::types::Command;
+
+    /// A put of `key` as the log entry at `index`.
+    fn put_entry(index: u64, key: &[u8]) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::new(synod_proto::synodpb::Command {
+                op: Some(Op::Put(PutRequest {
+                    key: key.to_vec(),
+                    value: b"v".to_vec(),
+                    ..Default::default()
+                })),
+            })),
+        }
+    }
+
+    /// The member's Raft core and network share the thread an apply runs on: an
+    /// apply that finds redb's write lock taken (by a durable commit, a snapshot,
+    /// a defragmentation) must wait elsewhere, or heartbeats stop with it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_apply_waiting_for_the_write_lock_leaves_its_thread_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open_database(&dir.path().join("db.redb"), DEFAULT_CACHE_BYTES).unwrap();
+        let mut state_machine =
+            StateMachine::new(db.clone(), 0, dir.path().join("snapshots")).unwrap();
+        let held = db.begin_write().unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(2));
+            drop(held);
+        });
+        let started = Instant::now();
+        let apply = tokio::spawn(async move { state_machine.apply([put_entry(1, b"k")]).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let ticked = started.elapsed();
+        let results = apply.await.unwrap().unwrap();
+        holder.join().unwrap();
+        assert!(
+            ticked < Duration::from_secs(1),
+            "the apply held the task thread for {ticked:?}"
+        );
+        assert_eq!(results.len(), 1);
+    }
 
     fn save(db: &Store, attributes: MemberAttributes) {
         let txn = db.begin_write().unwrap();
