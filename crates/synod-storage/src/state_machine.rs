@@ -17,6 +17,8 @@ use openraft::{
 };
 use prost::Message;
 use redb::{Durability, ReadableTable, WriteTransaction};
+use synod_proto::etcdserverpb::request_op::Request as TxnOp;
+use synod_proto::etcdserverpb::TxnRequest;
 use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::command_result::Result as Outcome;
@@ -197,18 +199,69 @@ struct AppliedBatch {
 /// batches hold hundreds, the pool lets apply overlap the network work.
 const INLINE_APPLY_COMMANDS_MAX: usize = 16;
 
-/// Client commands in `entries`: a batch entry counts each command it carries.
-fn commands_in(entries: &[Entry]) -> usize {
-    entries
+/// Whether `entries` are cheap enough to apply on the calling task: at most
+/// [`INLINE_APPLY_COMMANDS_MAX`] commands, each touching a bounded number of keys
+/// (see [`is_point`]). A compaction, a lease revocation or a ranged delete can
+/// take seconds, and would stop heartbeats with it.
+fn applies_inline(entries: &[Entry]) -> bool {
+    let mut commands = 0;
+    for entry in entries {
+        if let EntryPayload::Normal(command) = &entry.payload {
+            match &command.message().op {
+                Some(Op::Batch(batch)) => {
+                    commands += batch.commands.len();
+                    if !batch
+                        .commands
+                        .iter()
+                        .all(|command| is_point(command.op.as_ref()))
+                    {
+                        return false;
+                    }
+                }
+                op => {
+                    commands += 1;
+                    if !is_point(op.as_ref()) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    commands <= INLINE_APPLY_COMMANDS_MAX
+}
+
+/// Whether `op` touches a bounded number of keys: puts, single-key deletes and
+/// reads, lease grants, and txns made of those.
+fn is_point(op: Option<&Op>) -> bool {
+    match op {
+        Some(Op::Put(_) | Op::LeaseGrant(_) | Op::MemberAttributes(_) | Op::Alarm(_)) | None => {
+            true
+        }
+        Some(Op::DeleteRange(request)) => request.range_end.is_empty(),
+        Some(Op::Txn(request)) => txn_is_point(request),
+        Some(Op::Batch(batch)) => batch
+            .commands
+            .iter()
+            .all(|command| is_point(command.op.as_ref())),
+        Some(Op::Compaction(_) | Op::LeaseRevoke(_)) => false,
+    }
+}
+
+fn txn_is_point(request: &TxnRequest) -> bool {
+    request
+        .compare
         .iter()
-        .map(|entry| match &entry.payload {
-            EntryPayload::Normal(command) => match &command.message().op {
-                Some(Op::Batch(batch)) => batch.commands.len(),
-                _ => 1,
-            },
-            _ => 1,
-        })
-        .sum()
+        .all(|compare| compare.range_end.is_empty())
+        && request
+            .success
+            .iter()
+            .chain(&request.failure)
+            .all(|op| match &op.request {
+                Some(TxnOp::RequestRange(range)) => range.range_end.is_empty(),
+                Some(TxnOp::RequestDeleteRange(delete)) => delete.range_end.is_empty(),
+                Some(TxnOp::RequestTxn(txn)) => txn_is_point(txn),
+                Some(TxnOp::RequestPut(_)) | None => true,
+            })
 }
 
 /// The periodic durable commit (see [`DURABLE_APPLY_INTERVAL`]).
@@ -469,13 +522,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.check_durable_commit().await?;
         let db = self.db.clone();
         let group = self.group;
-        // A small batch is applied right here: handing it to the blocking pool and
-        // back costs two thread wake-ups, more than applying it. A large one goes
-        // to the pool, where it runs beside the network work of this task's
+        // A small batch of point operations is applied right here: handing it to
+        // the blocking pool and back costs two thread wake-ups, more than applying
+        // it. Any other goes to the pool, where it runs beside the network work of this task's
         // thread, as does any batch that would wait for redb's write lock (held
         // by a durable commit, a snapshot or a defragmentation): this task's
         // thread must never block on it.
-        let inline = if commands_in(&entries) <= INLINE_APPLY_COMMANDS_MAX {
+        let inline = if applies_inline(&entries) {
             db.try_begin_write()
                 .map_err(|error| StoreError::from(error).write_state_machine())?
         } else {
@@ -576,18 +629,63 @@ mod tests {
     use crate::database::{open_database, DEFAULT_CACHE_BYTES};
     use crate::types::Command;
 
-    /// A put of `key` as the log entry at `index`.
-    fn put_entry(index: u64, key: &[u8]) -> Entry {
+    /// `op` as the log entry at `index`.
+    fn entry(index: u64, op: Op) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
             payload: EntryPayload::Normal(Command::new(synod_proto::synodpb::Command {
-                op: Some(Op::Put(PutRequest {
-                    key: key.to_vec(),
-                    value: b"v".to_vec(),
-                    ..Default::default()
-                })),
+                op: Some(op),
             })),
         }
+    }
+
+    fn put(key: &[u8]) -> Op {
+        Op::Put(PutRequest {
+            key: key.to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn only_small_batches_of_point_operations_apply_inline() {
+        let puts: Vec<Entry> = (1..=16).map(|index| entry(index, put(b"k"))).collect();
+        assert!(applies_inline(&puts));
+        let too_many: Vec<Entry> = (1..=17).map(|index| entry(index, put(b"k"))).collect();
+        assert!(!applies_inline(&too_many));
+        let point_txn = Op::Txn(TxnRequest {
+            success: vec![synod_proto::etcdserverpb::RequestOp {
+                request: Some(TxnOp::RequestRange(
+                    synod_proto::etcdserverpb::RangeRequest {
+                        key: b"k".to_vec(),
+                        ..Default::default()
+                    },
+                )),
+            }],
+            ..Default::default()
+        });
+        assert!(applies_inline(&[entry(1, point_txn)]));
+        let prefix_read = Op::Txn(TxnRequest {
+            failure: vec![synod_proto::etcdserverpb::RequestOp {
+                request: Some(TxnOp::RequestRange(
+                    synod_proto::etcdserverpb::RangeRequest {
+                        key: b"a".to_vec(),
+                        range_end: b"b".to_vec(),
+                        ..Default::default()
+                    },
+                )),
+            }],
+            ..Default::default()
+        });
+        assert!(!applies_inline(&[
+            entry(1, put(b"k")),
+            entry(2, prefix_read)
+        ]));
+        let compaction = Op::Compaction(synod_proto::etcdserverpb::CompactionRequest {
+            revision: 5,
+            physical: false,
+        });
+        assert!(!applies_inline(&[entry(1, compaction)]));
     }
 
     /// The member's Raft core and network share the thread an apply runs on: an
@@ -605,7 +703,7 @@ mod tests {
             drop(held);
         });
         let started = Instant::now();
-        let apply = tokio::spawn(async move { state_machine.apply([put_entry(1, b"k")]).await });
+        let apply = tokio::spawn(async move { state_machine.apply([entry(1, put(b"k"))]).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         let ticked = started.elapsed();
         let results = apply.await.unwrap().unwrap();
