@@ -70,6 +70,7 @@ impl Watch for WatchService {
             next_auto_id: 0,
             sender,
             progress_interval: self.progress_interval,
+            last_progress_tick: tokio::time::Instant::now(),
         };
         tokio::spawn(session.run(request.into_inner()));
         Ok(Response::new(require_leader::guard(
@@ -114,6 +115,9 @@ struct WatchSession {
     next_auto_id: i64,
     sender: mpsc::Sender<Result<WatchResponse, Status>>,
     progress_interval: Duration,
+    /// When progress was last considered: a watcher is due a notification at a
+    /// tick when it was sent nothing since the tick before.
+    last_progress_tick: tokio::time::Instant,
 }
 
 /// The stream is gone (the client left); the session ends.
@@ -360,16 +364,20 @@ impl WatchSession {
     }
 
     /// Tells idle, caught-up watchers that asked for it how far the store has come.
+    /// As etcd: a watcher sent nothing since the previous tick is due. (Measuring
+    /// a whole interval since the last response instead skips every other tick
+    /// when a response lands just after one.)
     async fn notify_progress(&mut self) -> Result<(), Closed> {
         let revision = self.revision();
         let now = tokio::time::Instant::now();
+        let previous_tick = std::mem::replace(&mut self.last_progress_tick, now);
         let due: Vec<i64> = self
             .watchers
             .iter()
             .filter(|(_, watcher)| {
                 watcher.progress_notify
                     && watcher.next_revision > revision
-                    && now.duration_since(watcher.last_sent) >= self.progress_interval
+                    && watcher.last_sent <= previous_tick
             })
             .map(|(id, _)| *id)
             .collect();
