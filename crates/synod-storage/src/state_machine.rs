@@ -207,24 +207,14 @@ fn applies_inline(entries: &[Entry]) -> bool {
     let mut commands = 0;
     for entry in entries {
         if let EntryPayload::Normal(command) = &entry.payload {
-            match &command.message().op {
-                Some(Op::Batch(batch)) => {
-                    commands += batch.commands.len();
-                    if !batch
-                        .commands
-                        .iter()
-                        .all(|command| is_point(command.op.as_ref()))
-                    {
-                        return false;
-                    }
-                }
-                op => {
-                    commands += 1;
-                    if !is_point(op.as_ref()) {
-                        return false;
-                    }
-                }
+            let op = command.message().op.as_ref();
+            if !is_point(op) {
+                return false;
             }
+            commands += match op {
+                Some(Op::Batch(batch)) => batch.commands.len(),
+                _ => 1,
+            };
         }
     }
     commands <= INLINE_APPLY_COMMANDS_MAX
