@@ -292,12 +292,18 @@ fn write_batch(
     let compacted;
     {
         let mut writer = MvccWriter::open(db, &txn, group)?;
+        let mut no_space = no_space_raised(&txn, group)?;
         for entry in entries {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Empty(Empty {}),
                 EntryPayload::Normal(command) => {
-                    let outcome =
-                        apply_command(&txn, &mut writer, group, command.message().op.as_ref())?;
+                    let outcome = apply_command(
+                        &txn,
+                        &mut writer,
+                        group,
+                        &mut no_space,
+                        command.message().op.as_ref(),
+                    )?;
                     leases_changed |= changes_leases(&outcome);
                     outcome
                 }
@@ -342,14 +348,25 @@ fn write_batch(
     })
 }
 
+/// Whether the NOSPACE alarm is raised in `group`, as `txn` sees it.
+fn no_space_raised(txn: &WriteTransaction, group: GroupId) -> StoreResult<bool> {
+    Ok(alarm::no_space(&alarm::read(
+        &txn.open_table(SM_META)?,
+        group,
+    )?))
+}
+
+/// Applies one command. `no_space` says whether NOSPACE is raised: read once per
+/// batch rather than per command, and kept in step with the batch's own alarms.
 fn apply_command(
     txn: &WriteTransaction,
     writer: &mut MvccWriter<'_>,
     group: GroupId,
+    no_space: &mut bool,
     op: Option<&Op>,
 ) -> StoreResult<Outcome> {
     if let Some(op) = op {
-        if alarm::capped(op) && alarm::no_space(&alarm::read(&txn.open_table(SM_META)?, group)?) {
+        if *no_space && alarm::capped(op) {
             return Ok(Outcome::Error(ApplyError {
                 kind: ApplyErrorKind::NoSpace as i32,
             }));
@@ -359,7 +376,7 @@ fn apply_command(
         Some(Op::Batch(batch)) => {
             let mut results = Vec::with_capacity(batch.commands.len());
             for command in &batch.commands {
-                let outcome = apply_command(txn, writer, group, command.op.as_ref())?;
+                let outcome = apply_command(txn, writer, group, no_space, command.op.as_ref())?;
                 results.push(ResultMessage {
                     revision: writer.revision(),
                     result: Some(outcome),
@@ -367,7 +384,11 @@ fn apply_command(
             }
             return Ok(Outcome::Batch(BatchResult { results }));
         }
-        Some(Op::Alarm(request)) => return alarm::apply(txn, group, request).map(Outcome::Alarm),
+        Some(Op::Alarm(request)) => {
+            let response = alarm::apply(txn, group, request)?;
+            *no_space = no_space_raised(txn, group)?;
+            return Ok(Outcome::Alarm(response));
+        }
         Some(Op::Put(request)) => writer.put(request).map(Outcome::Put),
         Some(Op::DeleteRange(request)) => writer.delete_range(request).map(Outcome::DeleteRange),
         Some(Op::Txn(request)) => writer.txn(request).map(Outcome::Txn),
