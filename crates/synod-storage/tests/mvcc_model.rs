@@ -758,6 +758,8 @@ enum CommandSpec {
     /// A hint resolved to a revision in 0..=current + 1.
     Compact(u8),
     Range(RangeSpec),
+    /// Rebuilds the key index from the database, as a restart does.
+    Restart,
 }
 
 #[derive(Debug, Clone)]
@@ -890,6 +892,7 @@ fn step() -> impl Strategy<Value = Step> {
         4 => txn_spec(true).prop_map(CommandSpec::Txn),
         1 => any::<u8>().prop_map(CommandSpec::Compact),
         1 => range_spec().prop_map(CommandSpec::Range),
+        1 => Just(CommandSpec::Restart),
     ];
     (command, proptest::bool::weighted(0.7)).prop_map(|(command, commit)| Step { command, commit })
 }
@@ -937,7 +940,9 @@ fn apply_step(
             let want = model.compact(&request);
             prop_assert_eq!(got, want, "step {}: {:?}", index, request);
         }
-        CommandSpec::Range(_) => unreachable!("reads run between batches"),
+        CommandSpec::Range(_) | CommandSpec::Restart => {
+            unreachable!("reads and restarts run between batches")
+        }
     }
     prop_assert_eq!(
         (writer.revision(), writer.compacted()),
@@ -1105,9 +1110,14 @@ fn run_sequence(steps: &[Step]) -> Result<(), TestCaseError> {
             next += 1;
             continue;
         }
+        if let CommandSpec::Restart = &steps[next].command {
+            store.db.reload_key_index(GROUP).unwrap();
+            next += 1;
+            continue;
+        }
         store.batch(GROUP, |writer| {
             while let Some(step) = steps.get(next) {
-                if matches!(step.command, CommandSpec::Range(_)) {
+                if matches!(step.command, CommandSpec::Range(_) | CommandSpec::Restart) {
                     break;
                 }
                 apply_step(writer, &mut model, next, &step.command)?;

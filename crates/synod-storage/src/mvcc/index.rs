@@ -27,8 +27,9 @@ use crate::error::{StoreError, StoreResult};
 use crate::tables::HistoryKey;
 use crate::types::GroupId;
 
-/// One version of a key: where it lies in the history, and whether it deleted the
-/// key. Kept to 16 bytes, as the index holds one per version of every key.
+/// One version of a key: where it lies in the history, whether it deleted the key,
+/// and its lineage. Kept to 24 bytes, as the index holds one per version of every
+/// key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Version {
     /// The main revision that wrote it: the key's mod revision.
@@ -37,10 +38,15 @@ pub struct Version {
     pub sub: u32,
     /// Set on the version that deleted the key.
     pub tombstone: bool,
+    /// What a put that follows this version needs to know of it.
+    pub lineage: Lineage,
 }
 
+const _: () = assert!(std::mem::size_of::<Version>() == 24);
+
 impl Version {
-    /// A version at `main.sub`, refusing a sub revision the index cannot hold.
+    /// A version at `main.sub` of unknown lineage, refusing a sub revision the
+    /// index cannot hold.
     pub fn new(main: i64, sub: i64, tombstone: bool) -> StoreResult<Self> {
         let sub = u32::try_from(sub).map_err(|_| {
             StoreError::Corrupt(format!(
@@ -52,6 +58,7 @@ impl Version {
             main,
             sub,
             tombstone,
+            lineage: Lineage::UNKNOWN,
         })
     }
 
@@ -62,6 +69,77 @@ impl Version {
 
     fn revision(self) -> (i64, i64) {
         (self.main, i64::from(self.sub))
+    }
+}
+
+/// A version's create revision and version count, and whether it has a lease,
+/// packed into 8 bytes. A put carries the first two forward from the version it
+/// replaces, and needs the lease only when there is one; with the lineage in the
+/// index, a put of a key without a lease reads nothing back from the database.
+/// Numbers too large to pack leave the lineage unknown, and the put reads the
+/// version as it did without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lineage {
+    /// `main - create_revision`; [`Lineage::UNKNOWN_BACK`] when unknown.
+    created_back: u32,
+    /// The version count, with [`Lineage::LEASED`] set when the version has a lease.
+    count: u32,
+}
+
+/// A lineage spelled out: what [`Lineage`] packs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownLineage {
+    /// The key's create revision.
+    pub create_revision: i64,
+    /// Writes since that creation, this one included.
+    pub version: i64,
+    /// Whether the version is attached to a lease.
+    pub leased: bool,
+}
+
+impl Lineage {
+    const UNKNOWN_BACK: u32 = u32::MAX;
+    const LEASED: u32 = 1 << 31;
+
+    /// A lineage that says nothing.
+    pub const UNKNOWN: Lineage = Lineage {
+        created_back: Self::UNKNOWN_BACK,
+        count: 0,
+    };
+
+    /// The lineage of the version at main revision `main` that `known` describes,
+    /// or [`Lineage::UNKNOWN`] when its numbers do not pack.
+    pub fn new(main: i64, known: KnownLineage) -> Lineage {
+        let back = main
+            .checked_sub(known.create_revision)
+            .and_then(|back| u32::try_from(back).ok())
+            .filter(|back| *back != Self::UNKNOWN_BACK);
+        let count = u32::try_from(known.version)
+            .ok()
+            .filter(|count| count & Self::LEASED == 0);
+        match (back, count) {
+            (Some(created_back), Some(count)) => Lineage {
+                created_back,
+                count: if known.leased {
+                    count | Self::LEASED
+                } else {
+                    count
+                },
+            },
+            _ => Self::UNKNOWN,
+        }
+    }
+
+    /// What this lineage of a version at main revision `main` says, if it is known.
+    pub fn known(self, main: i64) -> Option<KnownLineage> {
+        if self.created_back == Self::UNKNOWN_BACK {
+            return None;
+        }
+        Some(KnownLineage {
+            create_revision: main - i64::from(self.created_back),
+            version: i64::from(self.count & !Self::LEASED),
+            leased: self.count & Self::LEASED != 0,
+        })
     }
 }
 
@@ -90,8 +168,10 @@ impl KeyIndex {
             let (row, stored) = row?;
             let (_, main, sub) = row.value();
             let (key, record) = split_version(stored.value())?;
-            let tombstone = KeyRecord::decode(record)?.tombstone;
-            index.insert(key, Version::new(main, sub, tombstone)?);
+            let record = KeyRecord::decode(record)?;
+            let mut version = Version::new(main, sub, record.tombstone)?;
+            version.lineage = record.lineage(main);
+            index.insert(key, version);
         }
         Ok(index)
     }
@@ -113,29 +193,24 @@ impl KeyIndex {
     }
 
     /// Records a new version of `key`, newer than every version it has, and
-    /// returns the newest one it had: a put learns what it replaces in the same
-    /// walk of the index that records it.
-    pub fn insert(&mut self, key: &[u8], version: Version) -> Option<Version> {
-        match self.keys.get_mut(key) {
-            Some(versions) => {
-                let newest = versions.last().copied();
-                versions.push(version);
-                newest
-            }
-            None => {
-                let mut versions = Versions::new();
-                versions.push(version);
-                self.keys.insert(key.into(), versions);
-                None
-            }
-        }
+    /// returns the newest one it had, and the new one as recorded: a put learns
+    /// what it replaces, and fills in the new version's lineage, in the one walk of
+    /// the index that records it.
+    pub fn insert(&mut self, key: &[u8], version: Version) -> (Option<Version>, &mut Version) {
+        // The entry API wants the key owned, which costs an allocation a get
+        // would not; but it finds the key in one walk whether or not it is there.
+        let versions = self.keys.entry(key.into()).or_default();
+        let newest = versions.last().copied();
+        versions.push(version);
+        let last = versions.len() - 1;
+        (newest, &mut versions[last])
     }
 
     /// Takes back `version`, the last one [`KeyIndex::insert`] recorded for `key`,
     /// when the change it stood for is refused before it is written.
     pub fn withdraw(&mut self, key: &[u8], version: Version) {
         if let Some(versions) = self.keys.get_mut(key) {
-            if versions.last() == Some(&version) {
+            if versions.last().map(|last| last.revision()) == Some(version.revision()) {
                 versions.pop();
             }
             if versions.is_empty() {
@@ -252,15 +327,24 @@ mod tests {
     #[test]
     fn insert_returns_the_version_it_follows_and_withdraw_takes_it_back() {
         let mut index = KeyIndex::default();
-        assert_eq!(index.insert(b"a", version(2, false)), None);
+        assert_eq!(index.insert(b"a", version(2, false)).0, None);
         assert_eq!(
-            index.insert(b"a", version(3, true)),
+            index.insert(b"a", version(3, true)).0,
             Some(version(2, false))
         );
-        assert_eq!(
-            index.insert(b"a", version(4, false)),
-            Some(version(3, true))
+        let (replaced, recorded) = index.insert(b"a", version(4, false));
+        assert_eq!(replaced, Some(version(3, true)));
+        // The recorded version is the one the index holds.
+        let lineage = Lineage::new(
+            4,
+            KnownLineage {
+                create_revision: 4,
+                version: 1,
+                leased: false,
+            },
         );
+        recorded.lineage = lineage;
+        assert_eq!(index.at(b"a", i64::MAX).map(|v| v.lineage), Some(lineage));
         index.withdraw(b"a", version(4, false));
         assert_eq!(index.at(b"a", i64::MAX), Some(version(3, true)));
         // Withdrawing a version that is not the newest changes nothing.
@@ -319,6 +403,34 @@ mod tests {
             ),
             Err(MvccError::Compacted)
         ));
+    }
+
+    #[test]
+    fn a_lineage_packs_what_fits_and_is_unknown_otherwise() {
+        let known = |create_revision, version, leased| KnownLineage {
+            create_revision,
+            version,
+            leased,
+        };
+        for (main, lineage) in [
+            (9, known(3, 7, false)),
+            (9, known(9, 1, true)),
+            (
+                i64::MAX,
+                known(i64::MAX - i64::from(u32::MAX - 1), (1 << 31) - 1, true),
+            ),
+        ] {
+            assert_eq!(Lineage::new(main, lineage).known(main), Some(lineage));
+        }
+        for (main, lineage) in [
+            (i64::MAX, known(i64::MAX - i64::from(u32::MAX), 1, false)),
+            (9, known(3, 1 << 31, false)),
+            (9, known(10, 1, false)),
+            (9, known(3, -1, false)),
+        ] {
+            assert_eq!(Lineage::new(main, lineage), Lineage::UNKNOWN);
+            assert_eq!(Lineage::new(main, lineage).known(main), None);
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! a tombstone's record down to 25 bytes. The record alone is what snapshots carry
 //! and what HashKV hashes.
 
+use super::index::{KnownLineage, Lineage};
 use crate::error::{StoreError, StoreResult};
 
 const HEADER_LEN: usize = 1 + 8 + 8 + 8;
@@ -76,6 +77,19 @@ impl<'a> KeyRecord<'a> {
             lease: int_at(17),
             value: &bytes[HEADER_LEN..],
         })
+    }
+
+    /// The lineage the key index keeps for this record written at main revision
+    /// `main`.
+    pub fn lineage(&self, main: i64) -> Lineage {
+        Lineage::new(
+            main,
+            KnownLineage {
+                create_revision: self.create_revision,
+                version: self.version,
+                leased: self.lease != 0,
+            },
+        )
     }
 }
 

@@ -196,7 +196,8 @@ impl<'txn> MvccWriter<'txn> {
 
     /// Writes `record` as the next version of `key`, recording it in the index.
     fn write_version(&mut self, key: &[u8], record: &KeyRecord<'_>) -> StoreResult<()> {
-        let version = self.next_version(record.tombstone)?;
+        let mut version = self.next_version(record.tombstone)?;
+        version.lineage = record.lineage(version.main);
         sync::write(&self.index).insert(key, version);
         self.write_row(key, version, record)
     }
@@ -345,23 +346,22 @@ impl<'txn> MvccWriter<'txn> {
     }
 
     fn do_put(&mut self, request: &PutRequest) -> Result<PutResponse, MvccError> {
-        // One walk of the index records the new version and finds the one it
-        // replaces.
         let version = self.next_version(false)?;
-        let replaced = sync::write(&self.index)
-            .insert(&request.key, version)
-            .filter(|replaced| !replaced.tombstone);
-        // The previous value is copied out only when the answer or the new
-        // version needs it.
-        let previous = match replaced {
+        let mut index = sync::write(&self.index);
+        // One walk of the index records the new version and finds the one it
+        // replaces; the new version's lineage is filled in once it is known.
+        let (replaced, recorded) = index.insert(&request.key, version);
+        let previous = match replaced.filter(|replaced| !replaced.tombstone) {
+            // The previous value is copied out only when the answer or the new
+            // version needs it.
             Some(replaced) if request.prev_kv || request.ignore_value => {
                 Some(read::version_value(&self.history, self.group, replaced)?)
             }
-            Some(replaced) => Some(read::version_header(&self.history, self.group, replaced)?),
+            Some(replaced) => Some(self.replaced_header(replaced)?),
             None => None,
         };
         if previous.is_none() && (request.ignore_value || request.ignore_lease) {
-            sync::write(&self.index).withdraw(&request.key, version);
+            index.withdraw(&request.key, version);
             return Err(MvccError::KeyNotFound);
         }
         let value: &[u8] = match (&previous, request.ignore_value) {
@@ -376,11 +376,13 @@ impl<'txn> MvccWriter<'txn> {
             tombstone: false,
             create_revision: previous
                 .as_ref()
-                .map_or(self.pending_revision(), |kv| kv.create_revision),
+                .map_or(version.main, |kv| kv.create_revision),
             version: previous.as_ref().map_or(1, |kv| kv.version + 1),
             lease,
             value,
         };
+        recorded.lineage = record.lineage(version.main);
+        drop(index);
         self.write_row(&request.key, version, &record)?;
         self.reattach(
             &request.key,
@@ -389,11 +391,26 @@ impl<'txn> MvccWriter<'txn> {
         )?;
         Ok(PutResponse {
             header: Some(ResponseHeader {
-                revision: self.pending_revision(),
+                revision: version.main,
                 ..Default::default()
             }),
             prev_kv: previous.filter(|_| request.prev_kv),
         })
+    }
+
+    /// What a put needs of `replaced`, the live version it replaces: taken from
+    /// the version's lineage when that is known and names no lease (whose id the
+    /// index does not keep), else read back from the history.
+    fn replaced_header(&self, replaced: Version) -> StoreResult<KeyValue> {
+        match replaced.lineage.known(replaced.main) {
+            Some(known) if !known.leased => Ok(KeyValue {
+                create_revision: known.create_revision,
+                mod_revision: replaced.main,
+                version: known.version,
+                ..Default::default()
+            }),
+            _ => read::version_header(&self.history, self.group, replaced),
+        }
     }
 
     fn do_delete_range(
