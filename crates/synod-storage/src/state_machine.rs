@@ -30,6 +30,8 @@ use tokio::sync::watch;
 use crate::alarm;
 use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
+use crate::mvcc::index::KeyIndex;
+use crate::mvcc::span::KeySpan;
 use crate::mvcc::{MvccError, MvccReader, MvccWriter};
 use crate::snapshot::{self, SnapshotRecord};
 use crate::tables::{sm_meta, MEMBERS, SM_META};
@@ -199,16 +201,27 @@ struct AppliedBatch {
 /// batches hold hundreds, the pool lets apply overlap the network work.
 const INLINE_APPLY_COMMANDS_MAX: usize = 16;
 
+/// Keys a batch applied inline may touch in all. A put or a point read or delete
+/// counts one key; a ranged one, as many as its span holds when the batch
+/// arrives. So Lock's acquire, a txn that reads its lock's prefix (one key per
+/// contender), stays inline while the queue is short.
+const INLINE_APPLY_KEYS_MAX: usize = 64;
+
 /// Whether `entries` are cheap enough to apply on the calling task: at most
-/// [`INLINE_APPLY_COMMANDS_MAX`] commands, each touching a bounded number of keys
-/// (see [`is_point`]). A compaction, a lease revocation or a ranged delete can
-/// take seconds, and would stop heartbeats with it.
-fn applies_inline(entries: &[Entry]) -> bool {
+/// [`INLINE_APPLY_COMMANDS_MAX`] commands, touching at most
+/// [`INLINE_APPLY_KEYS_MAX`] keys of `index` in all. A compaction, a lease
+/// revocation or a ranged delete of many keys can take seconds, and would stop
+/// heartbeats with it.
+fn applies_inline(entries: &[Entry], index: &KeyIndex) -> bool {
+    let mut budget = InlineBudget {
+        index,
+        keys_left: INLINE_APPLY_KEYS_MAX,
+    };
     let mut commands = 0;
     for entry in entries {
         if let EntryPayload::Normal(command) = &entry.payload {
             let op = command.message().op.as_ref();
-            if !is_point(op) {
+            if !budget.affords_op(op) {
                 return false;
             }
             commands += match op {
@@ -220,38 +233,62 @@ fn applies_inline(entries: &[Entry]) -> bool {
     commands <= INLINE_APPLY_COMMANDS_MAX
 }
 
-/// Whether `op` touches a bounded number of keys: puts, single-key deletes and
-/// reads, lease grants, and txns made of those.
-fn is_point(op: Option<&Op>) -> bool {
-    match op {
-        Some(Op::Put(_) | Op::LeaseGrant(_) | Op::MemberAttributes(_) | Op::Alarm(_)) | None => {
-            true
-        }
-        Some(Op::DeleteRange(request)) => request.range_end.is_empty(),
-        Some(Op::Txn(request)) => txn_is_point(request),
-        Some(Op::Batch(batch)) => batch
-            .commands
-            .iter()
-            .all(|command| is_point(command.op.as_ref())),
-        Some(Op::Compaction(_) | Op::LeaseRevoke(_)) => false,
-    }
+/// What is left of the keys a batch applied inline may touch.
+struct InlineBudget<'a> {
+    index: &'a KeyIndex,
+    keys_left: usize,
 }
 
-fn txn_is_point(request: &TxnRequest) -> bool {
-    request
-        .compare
-        .iter()
-        .all(|compare| compare.range_end.is_empty())
-        && request
-            .success
+impl InlineBudget<'_> {
+    /// Spends the keys `op` may touch, whichever branch a txn takes; false when
+    /// they are more than is left, or not bounded at all.
+    fn affords_op(&mut self, op: Option<&Op>) -> bool {
+        match op {
+            Some(Op::Put(put)) => self.affords(&put.key, &[]),
+            Some(Op::DeleteRange(delete)) => self.affords(&delete.key, &delete.range_end),
+            Some(Op::Txn(txn)) => self.affords_txn(txn),
+            Some(Op::Batch(batch)) => batch
+                .commands
+                .iter()
+                .all(|command| self.affords_op(command.op.as_ref())),
+            Some(Op::LeaseGrant(_) | Op::MemberAttributes(_) | Op::Alarm(_)) | None => true,
+            Some(Op::Compaction(_) | Op::LeaseRevoke(_)) => false,
+        }
+    }
+
+    fn affords_txn(&mut self, txn: &TxnRequest) -> bool {
+        txn.compare
             .iter()
-            .chain(&request.failure)
-            .all(|op| match &op.request {
-                Some(TxnOp::RequestRange(range)) => range.range_end.is_empty(),
-                Some(TxnOp::RequestDeleteRange(delete)) => delete.range_end.is_empty(),
-                Some(TxnOp::RequestTxn(txn)) => txn_is_point(txn),
-                Some(TxnOp::RequestPut(_)) | None => true,
-            })
+            .all(|compare| self.affords(&compare.key, &compare.range_end))
+            && txn
+                .success
+                .iter()
+                .chain(&txn.failure)
+                .all(|op| match &op.request {
+                    Some(TxnOp::RequestRange(range)) => self.affords(&range.key, &range.range_end),
+                    Some(TxnOp::RequestDeleteRange(delete)) => {
+                        self.affords(&delete.key, &delete.range_end)
+                    }
+                    Some(TxnOp::RequestPut(put)) => self.affords(&put.key, &[]),
+                    Some(TxnOp::RequestTxn(txn)) => self.affords_txn(txn),
+                    None => true,
+                })
+    }
+
+    /// Spends the keys of the span `key`..`range_end`.
+    fn affords(&mut self, key: &[u8], range_end: &[u8]) -> bool {
+        let keys = match KeySpan::new(key, range_end) {
+            KeySpan::Single(_) => 1,
+            span => self.index.count_up_to(&span, self.keys_left + 1),
+        };
+        match self.keys_left.checked_sub(keys) {
+            Some(left) => {
+                self.keys_left = left;
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// The periodic durable commit (see [`DURABLE_APPLY_INTERVAL`]).
@@ -539,7 +576,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // thread, as does any batch that would wait for redb's write lock (held
         // by a durable commit, a snapshot or a defragmentation): this task's
         // thread must never block on it.
-        let inline = if applies_inline(&entries) {
+        let index = db
+            .key_index(group)
+            .map_err(StoreError::write_state_machine)?;
+        let cheap = applies_inline(&entries, &crate::sync::read(&index));
+        let inline = if cheap {
             db.try_begin_write()
                 .map_err(|error| StoreError::from(error).write_state_machine())?
         } else {
@@ -638,6 +679,7 @@ mod tests {
 
     use super::*;
     use crate::database::{open_database, DEFAULT_CACHE_BYTES};
+    use crate::mvcc::index::Version;
     use crate::types::Command;
 
     /// `op` as the log entry at `index`.
@@ -659,44 +701,55 @@ mod tests {
     }
 
     #[test]
-    fn only_small_batches_of_point_operations_apply_inline() {
+    fn only_small_batches_of_few_keys_apply_inline() {
+        let mut index = KeyIndex::default();
+        for (main, key) in [b"a/1", b"a/2", b"a/3", b"a/4", b"a/5"]
+            .into_iter()
+            .enumerate()
+        {
+            index.insert(key, Version::new(main as i64 + 2, 0, false).unwrap());
+        }
+        for main in 5..105 {
+            let key = format!("b/{main}");
+            index.insert(key.as_bytes(), Version::new(main, 0, false).unwrap());
+        }
         let puts: Vec<Entry> = (1..=16).map(|index| entry(index, put(b"k"))).collect();
-        assert!(applies_inline(&puts));
+        assert!(applies_inline(&puts, &index));
         let too_many: Vec<Entry> = (1..=17).map(|index| entry(index, put(b"k"))).collect();
-        assert!(!applies_inline(&too_many));
-        let point_txn = Op::Txn(TxnRequest {
-            success: vec![synod_proto::etcdserverpb::RequestOp {
-                request: Some(TxnOp::RequestRange(
-                    synod_proto::etcdserverpb::RangeRequest {
-                        key: b"k".to_vec(),
-                        ..Default::default()
-                    },
-                )),
-            }],
-            ..Default::default()
-        });
-        assert!(applies_inline(&[entry(1, point_txn)]));
-        let prefix_read = Op::Txn(TxnRequest {
-            failure: vec![synod_proto::etcdserverpb::RequestOp {
-                request: Some(TxnOp::RequestRange(
-                    synod_proto::etcdserverpb::RangeRequest {
-                        key: b"a".to_vec(),
-                        range_end: b"b".to_vec(),
-                        ..Default::default()
-                    },
-                )),
-            }],
-            ..Default::default()
-        });
-        assert!(!applies_inline(&[
-            entry(1, put(b"k")),
-            entry(2, prefix_read)
-        ]));
+        assert!(!applies_inline(&too_many, &index));
+        let read = |key: &[u8], range_end: &[u8]| {
+            Op::Txn(TxnRequest {
+                failure: vec![synod_proto::etcdserverpb::RequestOp {
+                    request: Some(TxnOp::RequestRange(
+                        synod_proto::etcdserverpb::RangeRequest {
+                            key: key.to_vec(),
+                            range_end: range_end.to_vec(),
+                            ..Default::default()
+                        },
+                    )),
+                }],
+                ..Default::default()
+            })
+        };
+        assert!(applies_inline(&[entry(1, read(b"k", b""))], &index));
+        // A prefix of five keys is cheap; one of a hundred is not.
+        assert!(applies_inline(
+            &[entry(1, put(b"k")), entry(2, read(b"a/", b"a0"))],
+            &index
+        ));
+        assert!(!applies_inline(
+            &[entry(1, put(b"k")), entry(2, read(b"b/", b"b0"))],
+            &index
+        ));
+        // Keys add up over the batch.
+        let prefix_reads: Vec<Entry> = (1..=16).map(|n| entry(n, read(b"a/", b"a0"))).collect();
+        assert!(applies_inline(&prefix_reads[..12], &index));
+        assert!(!applies_inline(&prefix_reads[..13], &index));
         let compaction = Op::Compaction(synod_proto::etcdserverpb::CompactionRequest {
             revision: 5,
             physical: false,
         });
-        assert!(!applies_inline(&[entry(1, compaction)]));
+        assert!(!applies_inline(&[entry(1, compaction)], &index));
     }
 
     /// The member's Raft core and network share the thread an apply runs on: an

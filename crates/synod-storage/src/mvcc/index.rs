@@ -219,6 +219,22 @@ impl KeyIndex {
         }
     }
 
+    /// How many keys `span` holds, deleted ones included, counting no further
+    /// than `limit`: what a walk of the span would cost.
+    pub fn count_up_to(&self, span: &KeySpan<'_>, limit: usize) -> usize {
+        match span {
+            _ if span.is_empty() => 0,
+            KeySpan::Single(key) => usize::from(self.keys.contains_key(*key)),
+            KeySpan::Range { start, end } => {
+                let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+                self.keys
+                    .range::<[u8], _>((Bound::Included(*start), upper))
+                    .take(limit)
+                    .count()
+            }
+        }
+    }
+
     /// The version of `key` current at revision `at` (deleted or not).
     pub fn at(&self, key: &[u8], at: i64) -> Option<Version> {
         let versions = self.keys.get(key)?;
