@@ -14,11 +14,11 @@
 //! revision its own read transaction has committed, and asks the index itself
 //! whether that revision is compacted, under the same lock as the walk.
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::ops::{Bound, ControlFlow};
 
 use redb::ReadableTable;
-use smallvec::SmallVec;
 
 use super::record::{split_version, KeyRecord};
 use super::span::KeySpan;
@@ -143,8 +143,94 @@ impl Lineage {
     }
 }
 
-/// A key's versions, oldest first. Most keys have one.
-type Versions = SmallVec<[Version; 1]>;
+/// A key's versions, oldest first, never none. Most keys have one, held inline:
+/// the entry is then the 24 bytes of that [`Version`] alone, the enum's tag taking
+/// a spare value of its tombstone flag.
+#[derive(Debug)]
+enum Versions {
+    One(Version),
+    // Boxed so the variant fits in 8 bytes beside the tag: a bare Vec's 24
+    // would make every entry 32.
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Version>>),
+}
+
+const _: () = assert!(std::mem::size_of::<Versions>() == 24);
+
+impl Versions {
+    fn as_slice(&self) -> &[Version] {
+        match self {
+            Versions::One(version) => std::slice::from_ref(version),
+            Versions::Many(versions) => versions,
+        }
+    }
+
+    fn newest(&self) -> Version {
+        match self {
+            Versions::One(version) => *version,
+            // `Many` always holds two or more.
+            Versions::Many(versions) => versions[versions.len() - 1],
+        }
+    }
+
+    fn newest_mut(&mut self) -> &mut Version {
+        match self {
+            Versions::One(version) => version,
+            Versions::Many(versions) => {
+                let last = versions.len() - 1;
+                &mut versions[last]
+            }
+        }
+    }
+
+    /// Appends `version`, returning it as held.
+    fn push(&mut self, version: Version) -> &mut Version {
+        match self {
+            Versions::One(first) => *self = Versions::Many(Box::new(vec![*first, version])),
+            Versions::Many(versions) => versions.push(version),
+        }
+        self.newest_mut()
+    }
+
+    /// Drops the newest version; false when none is left.
+    fn pop(&mut self) -> bool {
+        match self {
+            Versions::One(_) => false,
+            Versions::Many(versions) => {
+                versions.pop();
+                if let [only] = versions.as_slice() {
+                    *self = Versions::One(*only);
+                }
+                true
+            }
+        }
+    }
+
+    /// Keeps the versions from `keep_from` on, handing the others to `doomed`;
+    /// false when none is left.
+    fn keep_from(&mut self, keep_from: usize, doomed: &mut Vec<Version>) -> bool {
+        if keep_from == 0 {
+            return true;
+        }
+        match self {
+            Versions::One(version) => {
+                doomed.push(*version);
+                false
+            }
+            Versions::Many(versions) => {
+                doomed.extend(versions.drain(..keep_from));
+                match versions.as_slice() {
+                    [] => false,
+                    [only] => {
+                        *self = Versions::One(*only);
+                        true
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
+}
 
 /// The versions of every key of one group that compaction has kept.
 #[derive(Debug, Default)]
@@ -199,21 +285,20 @@ impl KeyIndex {
     pub fn insert(&mut self, key: &[u8], version: Version) -> (Option<Version>, &mut Version) {
         // The entry API wants the key owned, which costs an allocation a get
         // would not; but it finds the key in one walk whether or not it is there.
-        let versions = self.keys.entry(key.into()).or_default();
-        let newest = versions.last().copied();
-        versions.push(version);
-        let last = versions.len() - 1;
-        (newest, &mut versions[last])
+        match self.keys.entry(key.into()) {
+            Entry::Occupied(entry) => {
+                let versions = entry.into_mut();
+                (Some(versions.newest()), versions.push(version))
+            }
+            Entry::Vacant(entry) => (None, entry.insert(Versions::One(version)).newest_mut()),
+        }
     }
 
     /// Takes back `version`, the last one [`KeyIndex::insert`] recorded for `key`,
     /// when the change it stood for is refused before it is written.
     pub fn withdraw(&mut self, key: &[u8], version: Version) {
         if let Some(versions) = self.keys.get_mut(key) {
-            if versions.last().map(|last| last.revision()) == Some(version.revision()) {
-                versions.pop();
-            }
-            if versions.is_empty() {
+            if versions.newest().revision() == version.revision() && !versions.pop() {
                 self.keys.remove(key);
             }
         }
@@ -239,6 +324,7 @@ impl KeyIndex {
     pub fn at(&self, key: &[u8], at: i64) -> Option<Version> {
         let versions = self.keys.get(key)?;
         versions
+            .as_slice()
             .iter()
             .rev()
             .find(|version| version.main <= at)
@@ -254,6 +340,7 @@ impl KeyIndex {
     pub fn before(&self, key: &[u8], main: i64, sub: i64) -> Option<Version> {
         let versions = self.keys.get(key)?;
         versions
+            .as_slice()
             .iter()
             .rev()
             .find(|version| version.revision() < (main, sub))
@@ -283,6 +370,7 @@ impl KeyIndex {
         let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
         for (key, versions) in self.keys.range::<[u8], _>((Bound::Included(start), upper)) {
             let live = versions
+                .as_slice()
                 .iter()
                 .rev()
                 .find(|version| version.main <= at)
@@ -303,17 +391,17 @@ impl KeyIndex {
         self.keys.retain(|_, versions| {
             // Versions at or before the target, but the newest of them: a read at
             // the target still needs it, unless it deleted the key.
-            let at_or_before = versions
+            let held = versions.as_slice();
+            let at_or_before = held
                 .iter()
                 .take_while(|version| version.main <= target)
                 .count();
             let keep_from = match at_or_before {
                 0 => 0,
-                n if versions[n - 1].tombstone => n,
+                n if held[n - 1].tombstone => n,
                 n => n - 1,
             };
-            doomed.extend(versions.drain(..keep_from));
-            !versions.is_empty()
+            versions.keep_from(keep_from, &mut doomed)
         });
         self.compacted = self.compacted.max(target);
         doomed
@@ -447,6 +535,25 @@ mod tests {
             assert_eq!(Lineage::new(main, lineage), Lineage::UNKNOWN);
             assert_eq!(Lineage::new(main, lineage).known(main), None);
         }
+    }
+
+    #[test]
+    fn a_key_left_with_one_version_holds_it_inline_again() {
+        let mut index = KeyIndex::default();
+        for main in 2..=4 {
+            index.insert(b"a", version(main, false));
+        }
+        let doomed: Vec<i64> = index.compact(4).iter().map(|v| v.main).collect();
+        assert_eq!(doomed, vec![2, 3]);
+        assert!(matches!(index.keys.get(&b"a"[..]), Some(Versions::One(_))));
+        index.insert(b"a", version(5, false));
+        index.withdraw(b"a", version(5, false));
+        assert!(matches!(index.keys.get(&b"a"[..]), Some(Versions::One(_))));
+        assert_eq!(index.at(b"a", i64::MAX).map(|v| v.main), Some(4));
+        // A deleted key compacts away whole.
+        index.insert(b"a", version(6, true));
+        assert_eq!(index.compact(6).len(), 2);
+        assert!(index.is_empty());
     }
 
     #[test]
