@@ -1,7 +1,7 @@
 //! Cluster alarms (etcd's NOSPACE): replicated state, so every replica refuses the
 //! same writes while an alarm is raised, and the space cost etcd's quota charges.
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::ReadableTable;
 use synod_proto::etcdserverpb::alarm_request::AlarmAction;
 use synod_proto::etcdserverpb::request_op::Request as TxnOp;
 use synod_proto::etcdserverpb::{AlarmMember, AlarmRequest, AlarmResponse, AlarmType, PutRequest};
@@ -9,7 +9,7 @@ use synod_proto::synodpb::command::Op;
 
 use crate::codec::{decode, encode};
 use crate::error::StoreResult;
-use crate::tables::{sm_meta, SM_META};
+use crate::tables::{sm_meta, MetaTable};
 use crate::types::GroupId;
 
 /// Bytes etcd charges per key on top of its key and value (`kvOverhead`).
@@ -72,14 +72,15 @@ pub fn no_space(alarms: &[AlarmMember]) -> bool {
         .any(|alarm| alarm.alarm == AlarmType::Nospace as i32)
 }
 
-/// Raises or clears an alarm and answers as etcd does: the alarm that changed, or
-/// nothing when it was already in that state.
+/// Raises or clears an alarm in `meta`, the metadata table, and answers as etcd
+/// does: the alarm that changed, or nothing when it was already in that state.
+/// Also returns the alarms raised after the change.
 pub fn apply(
-    txn: &WriteTransaction,
+    meta: &mut MetaTable<'_>,
     group: GroupId,
     request: &AlarmRequest,
-) -> StoreResult<AlarmResponse> {
-    let mut alarms = read(&txn.open_table(SM_META)?, group)?;
+) -> StoreResult<(AlarmResponse, Vec<AlarmMember>)> {
+    let mut alarms = read(meta, group)?;
     let member = AlarmMember {
         member_id: request.member_id,
         alarm: request.alarm,
@@ -98,21 +99,21 @@ pub fn apply(
         _ => false,
     };
     if changed {
-        save(txn, group, &alarms)?;
+        save(meta, group, &alarms)?;
     }
-    Ok(AlarmResponse {
+    let response = AlarmResponse {
         header: None,
         alarms: if changed { vec![member] } else { Vec::new() },
-    })
+    };
+    Ok((response, alarms))
 }
 
-/// Replaces the alarms of `group`.
-pub fn save(txn: &WriteTransaction, group: GroupId, alarms: &[AlarmMember]) -> StoreResult<()> {
+/// Replaces the alarms of `group` in `meta`, the metadata table.
+pub fn save(meta: &mut MetaTable<'_>, group: GroupId, alarms: &[AlarmMember]) -> StoreResult<()> {
     let stored: Vec<(u64, i32)> = alarms
         .iter()
         .map(|alarm| (alarm.member_id, alarm.alarm))
         .collect();
-    txn.open_table(SM_META)?
-        .insert((group, sm_meta::ALARMS), encode(&stored)?.as_slice())?;
+    meta.insert((group, sm_meta::ALARMS), encode(&stored)?.as_slice())?;
     Ok(())
 }

@@ -407,8 +407,8 @@ fn load_frames(
         }
         rows += 1;
     }
-    crate::alarm::save(txn, group, &alarms)?;
     let mut meta = txn.open_table(SM_META)?;
+    crate::alarm::save(&mut meta, group, &alarms)?;
     meta.insert(
         (group, sm_meta::REVISION),
         revision.to_be_bytes().as_slice(),

@@ -329,7 +329,7 @@ fn write_batch(
     let compacted;
     {
         let mut writer = MvccWriter::open(db, &txn, group)?;
-        let mut no_space = no_space_raised(&txn, group)?;
+        let mut no_space = alarm::no_space(&alarm::read(writer.meta(), group)?);
         for entry in entries {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Empty(Empty {}),
@@ -357,10 +357,7 @@ fn write_batch(
         }
         revision = writer.revision();
         compacted = writer.compacted();
-        writer.save(&txn)?;
-    }
-    {
-        let mut meta = txn.open_table(SM_META)?;
+        let meta = writer.meta();
         if let Some(last_applied) = last_applied {
             meta.insert(
                 (group, sm_meta::LAST_APPLIED),
@@ -373,6 +370,7 @@ fn write_batch(
                 encode(&membership)?.as_slice(),
             )?;
         }
+        writer.save()?;
     }
     txn.commit()?;
     db.measure_file_size();
@@ -383,14 +381,6 @@ fn write_batch(
         compacted,
         leases_changed,
     })
-}
-
-/// Whether the NOSPACE alarm is raised in `group`, as `txn` sees it.
-fn no_space_raised(txn: &WriteTransaction, group: GroupId) -> StoreResult<bool> {
-    Ok(alarm::no_space(&alarm::read(
-        &txn.open_table(SM_META)?,
-        group,
-    )?))
 }
 
 /// Applies one command. `no_space` says whether NOSPACE is raised: read once per
@@ -422,8 +412,8 @@ fn apply_command(
             return Ok(Outcome::Batch(BatchResult { results }));
         }
         Some(Op::Alarm(request)) => {
-            let response = alarm::apply(txn, group, request)?;
-            *no_space = no_space_raised(txn, group)?;
+            let (response, alarms) = alarm::apply(writer.meta(), group, request)?;
+            *no_space = alarm::no_space(&alarms);
             return Ok(Outcome::Alarm(response));
         }
         Some(Op::Put(request)) => writer.put(request).map(Outcome::Put),

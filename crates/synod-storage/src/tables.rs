@@ -15,12 +15,18 @@ pub const HISTORY: TableDefinition<HistoryKey, &[u8]> = TableDefinition::new("hi
 /// State machine metadata: (group, name) → postcard value. Names are in [`sm_meta`].
 pub const SM_META: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("sm_meta");
 
+/// [`SM_META`], open for writing.
+pub type MetaTable<'txn> = redb::Table<'txn, (u64, &'static str), &'static [u8]>;
+
 /// Leases: (group, lease id) → granted TTL in seconds (i64, big-endian).
 pub const LEASES: TableDefinition<(u64, i64), i64> = TableDefinition::new("leases");
 
 /// Keys attached to each lease: (group, lease id, key) → (). Lets a revocation find
 /// its keys without scanning the store.
 pub const LEASE_KEYS: TableDefinition<(u64, i64, &[u8]), ()> = TableDefinition::new("lease_keys");
+
+/// [`LEASE_KEYS`], open for writing.
+pub type LeaseKeysTable<'txn> = redb::Table<'txn, (u64, i64, &'static [u8]), ()>;
 
 /// Member attributes published through the log: (group, member id) → postcard record.
 pub const MEMBERS: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("members");

@@ -105,7 +105,7 @@ fn versions_move_into_revision_order_when_opened() {
             })
             .unwrap();
         assert_eq!(put.header.unwrap().revision, 5);
-        writer.save(&txn).unwrap();
+        writer.save().unwrap();
     }
     txn.commit().unwrap();
     let hash = reader.hash_kv(0).unwrap();

@@ -481,7 +481,7 @@ impl Store {
         txn.set_durability(Durability::None).unwrap();
         let mut writer = MvccWriter::open(&self.db, &txn, group).unwrap();
         let result = apply(&mut writer);
-        writer.save(&txn).unwrap();
+        writer.save().unwrap();
         txn.commit().unwrap();
         result
     }

@@ -26,7 +26,9 @@ use super::MvccError;
 use crate::database::Store;
 use crate::error::{StoreError, StoreResult};
 use crate::sync;
-use crate::tables::{sm_meta, HistoryKey, HISTORY, LEASES, LEASE_KEYS, SM_META};
+use crate::tables::{
+    sm_meta, HistoryKey, LeaseKeysTable, MetaTable, HISTORY, LEASES, LEASE_KEYS, SM_META,
+};
 use crate::types::GroupId;
 
 /// The MVCC store of one group, open for writing.
@@ -35,10 +37,15 @@ use crate::types::GroupId;
 /// transaction does not commit, the index must be rebuilt
 /// ([`Store::reload_key_index`]).
 pub struct MvccWriter<'txn> {
+    txn: &'txn WriteTransaction,
     history: Table<'txn, HistoryKey, &'static [u8]>,
+    /// Open for the whole batch: redb refuses to open a table twice at once, and
+    /// every open and close of a table costs a lookup and a root update at commit.
+    meta: MetaTable<'txn>,
     index: Arc<RwLock<KeyIndex>>,
-    leases: Table<'txn, (u64, i64), i64>,
-    lease_keys: Table<'txn, (u64, i64, &'static [u8]), ()>,
+    /// Opened when a command first needs them, as most batches touch no lease.
+    leases: Option<Table<'txn, (u64, i64), i64>>,
+    lease_keys: Option<LeaseKeysTable<'txn>>,
     group: GroupId,
     /// The last committed revision; a command that writes commits `revision + 1`.
     revision: i64,
@@ -56,12 +63,13 @@ impl<'txn> MvccWriter<'txn> {
         let meta = txn.open_table(SM_META)?;
         let revision = read_counter(&meta, group, sm_meta::REVISION)?;
         let compacted = read_counter(&meta, group, sm_meta::COMPACT_REVISION)?;
-        drop(meta);
         Ok(Self {
+            txn,
             history: txn.open_table(HISTORY)?,
+            meta,
             index: db.key_index(group)?,
-            leases: txn.open_table(LEASES)?,
-            lease_keys: txn.open_table(LEASE_KEYS)?,
+            leases: None,
+            lease_keys: None,
             group,
             revision,
             compacted,
@@ -81,9 +89,14 @@ impl<'txn> MvccWriter<'txn> {
         self.compacted
     }
 
-    /// Persists the revision counters into `txn`'s metadata table.
-    pub fn save(self, txn: &WriteTransaction) -> StoreResult<()> {
-        let mut meta = txn.open_table(SM_META)?;
+    /// The group's metadata table, for what the batch records beside the store.
+    pub fn meta(&mut self) -> &mut MetaTable<'txn> {
+        &mut self.meta
+    }
+
+    /// Persists the revision counters into the metadata table.
+    pub fn save(mut self) -> StoreResult<()> {
+        let meta = &mut self.meta;
         meta.insert(
             (self.group, sm_meta::REVISION),
             self.revision.to_be_bytes().as_slice(),
@@ -222,8 +235,25 @@ impl<'txn> MvccWriter<'txn> {
         Ok(())
     }
 
-    fn check_put(&self, request: &PutRequest) -> Result<(), MvccError> {
-        if request.lease != 0 && self.leases.get((self.group, request.lease))?.is_none() {
+    fn leases(&mut self) -> StoreResult<&mut Table<'txn, (u64, i64), i64>> {
+        let table = match self.leases.take() {
+            Some(table) => table,
+            None => self.txn.open_table(LEASES)?,
+        };
+        Ok(self.leases.insert(table))
+    }
+
+    fn lease_keys(&mut self) -> StoreResult<&mut LeaseKeysTable<'txn>> {
+        let table = match self.lease_keys.take() {
+            Some(table) => table,
+            None => self.txn.open_table(LEASE_KEYS)?,
+        };
+        Ok(self.lease_keys.insert(table))
+    }
+
+    fn check_put(&mut self, request: &PutRequest) -> Result<(), MvccError> {
+        let group = self.group;
+        if request.lease != 0 && self.leases()?.get((group, request.lease))?.is_none() {
             return Err(MvccError::LeaseNotFound);
         }
         if (request.ignore_value || request.ignore_lease) && !self.is_live(&request.key) {
@@ -237,10 +267,12 @@ impl<'txn> MvccWriter<'txn> {
         &mut self,
         request: &LeaseGrantRequest,
     ) -> Result<LeaseGrantResponse, MvccError> {
-        if self.leases.get((self.group, request.id))?.is_some() {
+        let group = self.group;
+        let leases = self.leases()?;
+        if leases.get((group, request.id))?.is_some() {
             return Err(MvccError::LeaseExists);
         }
-        self.leases.insert((self.group, request.id), request.ttl)?;
+        leases.insert((group, request.id), request.ttl)?;
         Ok(LeaseGrantResponse {
             header: Some(self.header()),
             id: request.id,
@@ -254,19 +286,20 @@ impl<'txn> MvccWriter<'txn> {
         &mut self,
         request: &LeaseRevokeRequest,
     ) -> Result<LeaseRevokeResponse, MvccError> {
-        if self.leases.remove((self.group, request.id))?.is_none() {
+        let group = self.group;
+        if self.leases()?.remove((group, request.id))?.is_none() {
             return Err(MvccError::LeaseNotFound);
         }
         let mut attached = Vec::new();
-        for row in self.lease_keys.range::<(u64, i64, &[u8])>(
-            (self.group, request.id, &[][..])..(self.group, request.id.saturating_add(1), &[][..]),
+        for row in self.lease_keys()?.range::<(u64, i64, &[u8])>(
+            (group, request.id, &[][..])..(group, request.id.saturating_add(1), &[][..]),
         )? {
             let (key, ()) = row.map(|(key, value)| (key.value().2.to_vec(), value.value()))?;
             attached.push(key);
         }
         for key in attached {
-            self.lease_keys
-                .remove((self.group, request.id, key.as_slice()))?;
+            self.lease_keys()?
+                .remove((group, request.id, key.as_slice()))?;
             if self.is_live(&key) {
                 self.write_version(&key, &KeyRecord::TOMBSTONE)?;
             }
@@ -282,16 +315,18 @@ impl<'txn> MvccWriter<'txn> {
         if from == to {
             return Ok(());
         }
+        let group = self.group;
+        let lease_keys = self.lease_keys()?;
         if from != 0 {
-            self.lease_keys.remove((self.group, from, key))?;
+            lease_keys.remove((group, from, key))?;
         }
         if to != 0 {
-            self.lease_keys.insert((self.group, to, key), ())?;
+            lease_keys.insert((group, to, key), ())?;
         }
         Ok(())
     }
 
-    fn check_ops(&self, ops: &[RequestOp]) -> Result<(), MvccError> {
+    fn check_ops(&mut self, ops: &[RequestOp]) -> Result<(), MvccError> {
         for op in ops {
             match &op.request {
                 Some(Request::RequestRange(range)) => {
