@@ -560,12 +560,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.check_durable_commit().await?;
         let db = self.db.clone();
         let group = self.group;
-        // A small batch of point operations is applied right here: handing it to
-        // the blocking pool and back costs two thread wake-ups, more than applying
-        // it. Any other goes to the pool, where it runs beside the network work of this task's
-        // thread, as does any batch that would wait for redb's write lock (held
-        // by a durable commit, a snapshot or a defragmentation): this task's
-        // thread must never block on it.
+        // A small batch touching few keys is applied right here: handing it to
+        // the blocking pool and back costs two thread wake-ups, more than
+        // applying it. Any other goes to the pool, where it runs beside the
+        // network work of this task's thread, as does any batch that would wait
+        // for redb's write lock (held by a durable commit, a snapshot or a
+        // defragmentation): this task's thread must never block on it.
         let index = db
             .key_index(group)
             .map_err(StoreError::write_state_machine)?;

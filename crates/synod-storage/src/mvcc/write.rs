@@ -7,7 +7,7 @@
 use std::ops::ControlFlow;
 use std::sync::{Arc, RwLock};
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{Key, ReadableTable, Table, TableDefinition, Value, WriteTransaction};
 use synod_proto::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use synod_proto::etcdserverpb::request_op::Request;
 use synod_proto::etcdserverpb::response_op::Response;
@@ -236,19 +236,11 @@ impl<'txn> MvccWriter<'txn> {
     }
 
     fn leases(&mut self) -> StoreResult<&mut Table<'txn, (u64, i64), i64>> {
-        let table = match self.leases.take() {
-            Some(table) => table,
-            None => self.txn.open_table(LEASES)?,
-        };
-        Ok(self.leases.insert(table))
+        open_once(self.txn, &mut self.leases, LEASES)
     }
 
     fn lease_keys(&mut self) -> StoreResult<&mut LeaseKeysTable<'txn>> {
-        let table = match self.lease_keys.take() {
-            Some(table) => table,
-            None => self.txn.open_table(LEASE_KEYS)?,
-        };
-        Ok(self.lease_keys.insert(table))
+        open_once(self.txn, &mut self.lease_keys, LEASE_KEYS)
     }
 
     fn check_put(&mut self, request: &PutRequest) -> Result<(), MvccError> {
@@ -554,6 +546,19 @@ fn compare_key_value(compare: &Compare, target: CompareTarget, kv: &KeyValue) ->
         CompareResult::Greater => ordering.is_gt(),
         CompareResult::Less => ordering.is_lt(),
     }
+}
+
+/// The table `slot` holds, opening it as `definition` in `txn` the first time.
+fn open_once<'txn, 'slot, K: Key + 'static, V: Value + 'static>(
+    txn: &'txn WriteTransaction,
+    slot: &'slot mut Option<Table<'txn, K, V>>,
+    definition: TableDefinition<'_, K, V>,
+) -> StoreResult<&'slot mut Table<'txn, K, V>> {
+    let table = match slot.take() {
+        Some(table) => table,
+        None => txn.open_table(definition)?,
+    };
+    Ok(slot.insert(table))
 }
 
 /// Reads a revision counter from a metadata table; a missing counter has its
