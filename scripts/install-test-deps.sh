@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, from Debian's
 # packages: etcdctl and etcd (compatibility and differential tests) and protoc
-# (the etcd-client crate used by the tests compiles etcd's protos with it).
+# with the well-known types' .proto files (the etcd-client crate used by the tests
+# compiles etcd's protos with them; protobuf-compiler only recommends
+# libprotobuf-dev, so --no-install-recommends leaves it out unless named).
 set -euo pipefail
 
 missing=()
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+[ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "test dependencies present: $(etcdctl version | head -n1), $(etcd --version | head -n1), $(protoc --version)"
