@@ -20,6 +20,7 @@ use std::ops::{Bound, ControlFlow};
 
 use redb::ReadableTable;
 
+use super::index_key::IndexKey;
 use super::record::{split_version, KeyRecord};
 use super::span::KeySpan;
 use super::MvccError;
@@ -235,7 +236,7 @@ impl Versions {
 /// The versions of every key of one group that compaction has kept.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
-    keys: BTreeMap<Box<[u8]>, Versions>,
+    keys: BTreeMap<IndexKey, Versions>,
     compacted: i64,
 }
 
@@ -283,8 +284,9 @@ impl KeyIndex {
     /// what it replaces, and fills in the new version's lineage, in the one walk of
     /// the index that records it.
     pub fn insert(&mut self, key: &[u8], version: Version) -> (Option<Version>, &mut Version) {
-        // The entry API wants the key owned, which costs an allocation a get
-        // would not; but it finds the key in one walk whether or not it is there.
+        // The entry API wants the key owned, which costs an allocation a get would
+        // not for a key too long to hold inline; but it finds the key in one walk
+        // whether or not it is there.
         match self.keys.entry(key.into()) {
             Entry::Occupied(entry) => {
                 let versions = entry.into_mut();
@@ -376,7 +378,7 @@ impl KeyIndex {
                 .find(|version| version.main <= at)
                 .filter(|version| !version.tombstone);
             if let Some(version) = live {
-                if visit(key, *version).is_break() {
+                if visit(key.as_slice(), *version).is_break() {
                     break;
                 }
             }

@@ -3,6 +3,7 @@
 
 pub mod history;
 pub mod index;
+mod index_key;
 pub mod read;
 pub mod record;
 pub mod span;
