@@ -27,7 +27,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 /// Runtime passes a driver waits before cutting a round. Measured with 16 clients
 /// writing: 4 passes gained most of it, 16 no more than 8, and 64 lost some.
-pub const GATHER_PASSES: usize = 8;
+const GATHER_PASSES: usize = 8;
 
 /// How much one round may take, and how many rounds may run at once.
 pub struct Limit<I> {
@@ -141,7 +141,8 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
     }
 
     /// Lets the runtime make [`GATHER_PASSES`] passes, so that requests already
-    /// received join the round about to be cut; stops early once a round is full.
+    /// received join the round about to be cut; stops early once a round's count
+    /// of requests is waiting.
     async fn gather(&self) {
         for _ in 0..GATHER_PASSES {
             if self.lock().waiting.len() >= self.limit.items {
