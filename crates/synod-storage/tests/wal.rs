@@ -51,8 +51,13 @@ async fn log_ids(store: &mut LogStore, range: std::ops::RangeInclusive<u64>) -> 
 
 /// Closes `store` and opens its files again, as a restart does.
 fn reopen(store: LogStore, dir: &Path) -> Result<LogStore> {
+    reopen_with(store, dir, SMALL)
+}
+
+/// [`reopen`] with other limits.
+fn reopen_with(store: LogStore, dir: &Path, limits: LogLimits) -> Result<LogStore> {
     drop(store);
-    Ok(LogStore::open(dir, SMALL)?)
+    Ok(LogStore::open(dir, limits)?)
 }
 
 #[tokio::test]
@@ -114,13 +119,13 @@ async fn a_record_cut_short_by_a_crash_is_dropped_and_the_log_goes_on() -> Resul
     drop(store);
 
     // The last entry's record loses its final bytes, as when the machine stops
-    // in the middle of the write.
+    // in the middle of the write that grew the file.
     let last = segments(&dir)?.pop().ok_or("no segment")?;
-    let len = fs::metadata(&last)?.len();
+    let end = records_end(&fs::read(&last)?)?;
     fs::OpenOptions::new()
         .write(true)
         .open(&last)?
-        .set_len(len - 3)?;
+        .set_len(end - 3)?;
 
     let mut store = LogStore::open(&dir, roomy)?;
     assert_eq!(store.get_log_state().await?.last_log_id, Some(log_id(1, 9)));
@@ -131,6 +136,108 @@ async fn a_record_cut_short_by_a_crash_is_dropped_and_the_log_goes_on() -> Resul
         log_ids(&mut store, 1..=12).await?,
         (1..=12).map(|index| log_id(1, index)).collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+/// Where the records of a segment end, walking their frames (`len: u32 LE | crc:
+/// u32 LE | len bytes`) up to the first that is all zeros or runs past the file.
+fn records_end(bytes: &[u8]) -> Result<u64> {
+    let mut offset = 0;
+    while let Some(header) = bytes.get(offset..offset + 8) {
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len == 0 || offset + 8 + len > bytes.len() {
+            break;
+        }
+        offset += 8 + len;
+    }
+    if offset == 0 {
+        return Err("no records".into());
+    }
+    Ok(offset as u64)
+}
+
+#[tokio::test]
+async fn a_record_cut_short_within_the_zeroed_space_is_dropped_and_the_log_goes_on() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("wal");
+    let roomy = LogLimits {
+        cache_bytes: 0,
+        segment_bytes: 1 << 20,
+    };
+    let mut store = LogStore::open(&dir, roomy)?;
+    store.blocking_append(entries(1, 1..=10)).await?;
+    drop(store);
+
+    // The write reached the disk only in part: the last record's final bytes are
+    // still the zeros written ahead of it.
+    let last = segments(&dir)?.pop().ok_or("no segment")?;
+    let mut bytes = fs::read(&last)?;
+    let end = records_end(&bytes)? as usize;
+    assert!(
+        bytes.len() > end,
+        "the segment ({} bytes) has no zeroed space after its records ({end})",
+        bytes.len()
+    );
+    bytes[end - 3..end].fill(0);
+    fs::write(&last, bytes)?;
+
+    let mut store = LogStore::open(&dir, roomy)?;
+    assert_eq!(store.get_log_state().await?.last_log_id, Some(log_id(1, 9)));
+    store.blocking_append(entries(1, 10..=12)).await?;
+    drop(store);
+    let mut store = LogStore::open(&dir, roomy)?;
+    assert_eq!(
+        log_ids(&mut store, 1..=12).await?,
+        (1..=12).map(|index| log_id(1, index)).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_active_segment_is_zeroed_ahead_and_sealed_ones_hold_only_records() -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let dir = temp.path().join("wal");
+    let limits = LogLimits {
+        cache_bytes: 0,
+        segment_bytes: 2048,
+    };
+    let mut store = LogStore::open(&dir, limits)?;
+    for entry in entries(1, 1..=1000) {
+        store.blocking_append([entry]).await?;
+    }
+    let files = segments(&dir)?;
+    let (active, sealed) = files.split_last().ok_or("no segment")?;
+    assert!(sealed.len() > 2, "{} segments: no rotation", files.len());
+    for path in sealed {
+        let bytes = fs::read(path)?;
+        assert_eq!(
+            records_end(&bytes)?,
+            bytes.len() as u64,
+            "{} ends in zeros",
+            path.display()
+        );
+    }
+    let bytes = fs::read(active)?;
+    assert_eq!(
+        bytes.len(),
+        2048,
+        "the active segment is not zeroed to its size"
+    );
+
+    // Reopened, the log ends at its last record, not at the zeros, and goes on.
+    let mut store = reopen_with(store, &dir, limits)?;
+    assert_eq!(
+        store.get_log_state().await?.last_log_id,
+        Some(log_id(1, 1000))
+    );
+    assert_eq!(
+        fs::metadata(active)?.len(),
+        2048,
+        "reopening cut the zeroed space off"
+    );
+    store.blocking_append(entries(1, 1001..=1020)).await?;
+    let mut store = reopen_with(store, &dir, limits)?;
+    assert_eq!(log_ids(&mut store, 1..=1020).await?.len(), 1020);
     Ok(())
 }
 

@@ -209,9 +209,14 @@ impl LogStore {
         }
         let recovered = segment::recover(dir)?;
         let (active_seq, active, active_len) = match recovered.segments.last_key_value() {
-            Some((&seq, _)) => (seq, segment::open_for_append(dir, seq)?, recovered.last_len),
+            Some((&seq, _)) => (
+                seq,
+                segment::open_for_writing(dir, seq)?,
+                recovered.last_len,
+            ),
             None => (1, segment::create(dir, 1)?, 0),
         };
+        let active_zeroed = active.metadata()?.len().max(active_len);
         // What was read back may have been in the page cache only (a leader's
         // append not yet flushed when the process died): make it durable before
         // anything counts on it.
@@ -256,6 +261,7 @@ impl LogStore {
             active: Arc::new(active),
             active_seq,
             active_len,
+            active_zeroed,
             segments,
             segment_bytes: limits.segment_bytes,
             failed: None,

@@ -3,7 +3,9 @@
 //! The log is a directory of files `<seq>.wal`, numbered in the order they were
 //! written; only the last one grows. Each new segment starts with the hard state
 //! (vote, purge point, commit hint), so once every entry of an old segment is
-//! purged the file can go without taking anything else with it.
+//! purged the file can go without taking anything else with it. The last segment
+//! may end in zeros written ahead of its records (see the writer); sealed ones
+//! are cut to their records.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -54,15 +56,15 @@ pub(super) fn open_for_reading(dir: &Path, seq: u64) -> StoreResult<Arc<File>> {
 pub(super) fn create(dir: &Path, seq: u64) -> StoreResult<File> {
     let file = OpenOptions::new()
         .create_new(true)
-        .append(true)
+        .write(true)
         .open(path(dir, seq))?;
     File::open(dir)?.sync_all()?;
     Ok(file)
 }
 
-/// Opens the existing segment `seq` to append to it.
-pub(super) fn open_for_append(dir: &Path, seq: u64) -> StoreResult<File> {
-    Ok(OpenOptions::new().append(true).open(path(dir, seq))?)
+/// Opens the existing segment `seq` to write more records to it.
+pub(super) fn open_for_writing(dir: &Path, seq: u64) -> StoreResult<File> {
+    Ok(OpenOptions::new().write(true).open(path(dir, seq))?)
 }
 
 /// The sequence numbers of the segments in `dir`, in order.
@@ -82,10 +84,11 @@ fn list(dir: &Path) -> StoreResult<Vec<u64>> {
     Ok(seqs)
 }
 
-/// Replays every segment in `dir`, in order. A damaged record in the last segment
-/// is the tail of a write a crash cut short: it and everything after it were never
-/// acknowledged, so the file is cut back to the last whole record. Damage anywhere
-/// else is an error.
+/// Replays every segment in `dir`, in order. Zeros where a record would start, and
+/// nothing but zeros after them, are the space written ahead of the records: the
+/// segment ends there. A damaged record in the last segment is the tail of a write
+/// a crash cut short: it and everything after it were never acknowledged, so the
+/// file is cut back to the last whole record. Damage anywhere else is an error.
 pub(super) fn recover(dir: &Path) -> StoreResult<Recovered> {
     let mut recovered = Recovered::default();
     let seqs = list(dir)?;
@@ -108,6 +111,7 @@ pub(super) fn recover(dir: &Path) -> StoreResult<Recovered> {
                     offset += len;
                 }
                 Read::End => break,
+                Read::Damaged if bytes[offset..].iter().all(|byte| *byte == 0) => break,
                 Read::Damaged if position + 1 == seqs.len() => {
                     tracing::warn!(
                         segment = %path(dir, seq).display(),
