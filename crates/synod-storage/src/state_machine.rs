@@ -69,7 +69,24 @@ pub struct Applied {
 /// It runs behind the apply that fell due, after that apply's results are
 /// published: the answers and watch events of that apply never wait for the
 /// fsync, and only an apply that comes while it runs does.
+///
+/// Under few writes it comes less often (see [`DURABLE_APPLY_REVISIONS`]).
 const DURABLE_APPLY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Revisions written since the last durable commit that make the next one due
+/// at [`DURABLE_APPLY_INTERVAL`]; with fewer, it waits until
+/// [`DURABLE_APPLY_INTERVAL_MAX`]. Each durable commit stalls the apply that
+/// comes during its fsync, and a trickle of writes (one client writing about a
+/// thousand keys a second) met ten a second: about 1% of its writes, which set
+/// the p99 of its watch latency. Measured with one client on 3 members: watch
+/// p99 2.13 → 1.96 ms through a follower and 1.56 → 1.43 ms on the leader, put
+/// p99 on the leader 1.50 → 1.26 ms. Heavier writes keep the 100 ms, which
+/// bounds how much one fsync carries (puts at 128 clients and locks at 16 did not
+/// change).
+const DURABLE_APPLY_REVISIONS: i64 = 2_000;
+
+/// Longest time between durable commits while anything is written.
+const DURABLE_APPLY_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The state machine of one group. Cheap to clone: clones share the database.
 ///
@@ -107,6 +124,7 @@ impl StateMachine {
             applied: Arc::new(applied),
             durable_commits: Arc::new(std::sync::Mutex::new(DurableCommits {
                 last: std::time::Instant::now(),
+                last_revision: 0,
                 running: None,
             })),
             log_durable: None,
@@ -133,11 +151,14 @@ impl StateMachine {
     }
 
     /// Starts the periodic durable commit on the blocking pool if it is due and
-    /// none is running. The next apply's transaction waits for it in redb.
-    fn start_durable_commit_if_due(&self) {
+    /// none is running, the store being at `revision`. The next apply's
+    /// transaction waits for it in redb.
+    fn start_durable_commit_if_due(&self, revision: i64) {
         let mut commits = crate::sync::lock(&self.durable_commits);
-        if commits.running.is_none() && commits.last.elapsed() >= DURABLE_APPLY_INTERVAL {
+        let due = durable_commit_due(commits.last.elapsed(), revision - commits.last_revision);
+        if commits.running.is_none() && due {
             commits.last = std::time::Instant::now();
+            commits.last_revision = revision;
             let db = self.db.clone();
             commits.running = Some(tokio::task::spawn_blocking(move || db.sync()));
         }
@@ -291,10 +312,19 @@ impl InlineBudget<'_> {
     }
 }
 
+/// Whether a durable commit is due, `elapsed` after the last one started and
+/// `revisions` later.
+fn durable_commit_due(elapsed: std::time::Duration, revisions: i64) -> bool {
+    elapsed >= DURABLE_APPLY_INTERVAL_MAX
+        || (elapsed >= DURABLE_APPLY_INTERVAL && revisions >= DURABLE_APPLY_REVISIONS)
+}
+
 /// The periodic durable commit (see [`DURABLE_APPLY_INTERVAL`]).
 struct DurableCommits {
     /// When the last one started.
     last: std::time::Instant,
+    /// The store's revision when the last one started.
+    last_revision: i64,
     /// The one running behind the applies, if any.
     running: Option<tokio::task::JoinHandle<StoreResult<()>>>,
 }
@@ -592,7 +622,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             batch.compacted,
             batch.leases_changed,
         );
-        self.start_durable_commit_if_due();
+        self.start_durable_commit_if_due(batch.revision);
         Ok(batch.results)
     }
 
@@ -680,6 +710,18 @@ mod tests {
                 op: Some(op),
             })),
         }
+    }
+
+    #[test]
+    fn a_durable_commit_waits_for_enough_writes_or_the_longest_interval() {
+        let ms = Duration::from_millis;
+        assert!(
+            !durable_commit_due(ms(50), 1_000_000),
+            "before the interval"
+        );
+        assert!(durable_commit_due(ms(100), DURABLE_APPLY_REVISIONS));
+        assert!(!durable_commit_due(ms(500), DURABLE_APPLY_REVISIONS - 1));
+        assert!(durable_commit_due(ms(1_000), 1));
     }
 
     fn put(key: &[u8]) -> Op {
