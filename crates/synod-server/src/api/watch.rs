@@ -322,13 +322,12 @@ impl WatchSession {
             }
             let reader = self.node.reader.clone();
             let (from, with_previous) = (watcher.next_revision, watcher.prev_kv);
+            let read_history =
+                move || reader.whole_revisions(from, revision, WATCH_BATCH_ROWS, with_previous);
             let read = if revision - from < INLINE_READ_REVISIONS_MAX {
-                Ok(reader.whole_revisions(from, revision, WATCH_BATCH_ROWS, with_previous))
+                Ok(read_history())
             } else {
-                tokio::task::spawn_blocking(move || {
-                    reader.whole_revisions(from, revision, WATCH_BATCH_ROWS, with_previous)
-                })
-                .await
+                tokio::task::spawn_blocking(read_history).await
             };
             let (changes, last_complete) = match read {
                 Ok(Ok(read)) => read,
