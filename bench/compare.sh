@@ -202,26 +202,39 @@ members_cpu_ticks() {
   echo "$total"
 }
 
-# bench SYSTEM ROUND NAME CLIENTS: one run; appends its JSON line to raw.jsonl.
+# leader_endpoint: the client endpoint of the member that leads now (empty if
+# none answers as leader).
+leader_endpoint() {
+  ETCDCTL_API=3 "$ETCDCTL" --endpoints="$ENDPOINTS" --dial-timeout=2s --command-timeout=5s \
+    endpoint status -w json 2>/dev/null |
+    jq -r '[.[] | select(.Status.leader == .Status.header.member_id) | .Endpoint] | first // empty' \
+      2>/dev/null || true
+}
+
+# bench SYSTEM ROUND NAME CLIENTS VIA ENDPOINTS: one run against ENDPOINTS;
+# appends its JSON line to raw.jsonl. VIA says which members the clients talk to:
+# `all`, or for a one-client run `leader` or `follower`.
 # Besides what synod bench reports, the line holds the CPU the three members used
 # during the whole run (warm-up included) and, from it, their CPU per operation:
 # that CPU over the operations done at the measured rate for the run's wall time.
 bench() {
-  local system=$1 round=$2 name=$3 clients=$4 line ticks_before started cpu_s wall_s
+  local system=$1 round=$2 name=$3 clients=$4 via=$5 endpoints=$6 line ticks_before started
+  local cpu_s wall_s
   local -a args
   read -r -a args <<<"$(workload_args "$name")"
-  args+=(--endpoints "$ENDPOINTS" --clients "$clients" --duration "$DURATION"
+  args+=(--endpoints "$endpoints" --clients "$clients" --duration "$DURATION"
     --warmup "$WARMUP" --key-space "$KEY_SPACE" --value-size "$VALUE_SIZE"
     --json --label "$system round $round")
   if [ -n "$CONNS" ]; then args+=(--conns "$CONNS"); fi
   ticks_before=$(members_cpu_ticks)
   started=$(date +%s.%N)
   if ! line=$("$SYNOD" bench "${args[@]}" 2>>"$RESULTS/bench-stderr.log"); then
-    log "$system round $round: $name with $clients clients FAILED (see $RESULTS/bench-stderr.log)"
+    log "$system round $round: $name with $clients clients via $via FAILED (see $RESULTS/bench-stderr.log)"
     jq -cn --arg system "$system" --argjson round "$round" --arg name "$name" \
-      --argjson clients "$clients" \
+      --argjson clients "$clients" --arg via "$via" \
       '{system: $system, round: $round, name: $name, workload: $name, clients: $clients,
-        ops: 0, errors: 1, ops_per_sec: 0, p99_us: null, first_error: "synod bench failed"}' \
+        via: $via, ops: 0, errors: 1, ops_per_sec: 0, p99_us: null,
+        first_error: "synod bench failed"}' \
       >>"$RAW"
     return
   fi
@@ -229,12 +242,13 @@ bench() {
     'BEGIN { printf "%.3f", ticks / hz }')
   wall_s=$(awk -v from="$started" -v to="$(date +%s.%N)" 'BEGIN { printf "%.3f", to - from }')
   line=$(jq -c --arg system "$system" --argjson round "$round" --arg name "$name" \
-    --argjson cpu_s "$cpu_s" --argjson wall_s "$wall_s" \
-    '. + {system: $system, round: $round, name: $name, members_cpu_s: $cpu_s, wall_s: $wall_s,
+    --arg via "$via" --argjson cpu_s "$cpu_s" --argjson wall_s "$wall_s" \
+    '. + {system: $system, round: $round, name: $name, via: $via, members_cpu_s: $cpu_s,
+          wall_s: $wall_s,
           members_cpu_us_per_op: (if .ops_per_sec > 0
             then $cpu_s * 1000000 / (.ops_per_sec * $wall_s) else null end)}' <<<"$line")
   echo "$line" >>"$RAW"
-  jq -r '"    \(.name) clients=\(.clients): \(.ops_per_sec | floor) ops/s, p99 \(.p99_us) us, \(.errors) errors"
+  jq -r '"    \(.name) clients=\(.clients) via \(.via): \(.ops_per_sec | floor) ops/s, p99 \(.p99_us) us, \(.errors) errors"
     + (if .first_error then " (first: \(.first_error))" else "" end)' <<<"$line" >&2
 }
 
@@ -246,6 +260,23 @@ fill_keys() {
     die "filling $KEY_SPACE keys failed (see $RESULTS/bench-stderr.log)"
 }
 
+# one_client SYSTEM ROUND NAME: the one-client run, made twice. One client talks to
+# one member, and a request a follower takes costs a hop to the leader and back, so
+# where the leader happens to be decides the result: the run is made once through
+# the leader and once through a follower, on both systems alike.
+one_client() {
+  local system=$1 round=$2 name=$3 leader follower
+  leader=$(leader_endpoint)
+  if [ -z "$leader" ]; then
+    log "$system round $round: no member answers as leader; $name with 1 client through any member"
+    bench "$system" "$round" "$name" 1 all "$ENDPOINTS"
+    return
+  fi
+  follower=$(tr ',' '\n' <<<"$ENDPOINTS" | grep -vx "$leader" | head -n 1)
+  bench "$system" "$round" "$name" 1 leader "$leader"
+  bench "$system" "$round" "$name" 1 follower "$follower"
+}
+
 run_round() {
   local system=$1 round=$2 tag="$1-round$2" name clients
   log "round $round: $system"
@@ -253,7 +284,11 @@ run_round() {
   fill_keys
   for name in $WORKLOADS; do
     for clients in $CLIENTS; do
-      bench "$system" "$round" "$name" "$clients"
+      if [ "$clients" = 1 ]; then
+        one_client "$system" "$round" "$name"
+      else
+        bench "$system" "$round" "$name" "$clients" all "$ENDPOINTS"
+      fi
     done
   done
   stop_cluster "$tag"
@@ -304,11 +339,13 @@ footprint() {
 }
 
 # ---- the table --------------------------------------------------------------------
-# best SYSTEM NAME CLIENTS -> "ops/s p99_us errors" over the rounds: the highest
-# ops/s and the lowest p99 (each the best of the rounds), and the errors summed.
+# best SYSTEM NAME CLIENTS VIA -> "ops/s p99_us errors cpu_us" over the rounds: the
+# highest ops/s and the lowest p99 (each the best of the rounds), the errors summed
+# and the lowest CPU per operation.
 best() {
-  jq -s -r --arg system "$1" --arg name "$2" --argjson clients "$3" '
-    [.[] | select(.system == $system and .name == $name and .clients == $clients)]
+  jq -s -r --arg system "$1" --arg name "$2" --argjson clients "$3" --arg via "$4" '
+    [.[] | select(.system == $system and .name == $name and .clients == $clients
+                  and (.via // "all") == $via)]
     | if length == 0 then "- - 0 -" else
         "\(map(.ops_per_sec) | max) \(map(.p99_us // empty) | min // "-") \(map(.errors) | add) \(
           map(.members_cpu_us_per_op // empty) | min // "-")"
@@ -327,24 +364,38 @@ us() { # microseconds -> "123us", or - if missing
   if [ "$1" = - ] || [ "$1" = null ]; then echo -; else awk -v us="$1" 'BEGIN {printf "%.0fus", us}'; fi
 }
 
+# print_row NAME CLIENTS VIA LABEL: one line of the table, if either system ran it.
+print_row() {
+  local name=$1 clients=$2 via=$3 label=$4 e s eo ep ee ec so sp se sc note
+  e=$(best etcd "$name" "$clients" "$via")
+  s=$(best synod "$name" "$clients" "$via")
+  read -r eo ep ee ec <<<"$e"
+  read -r so sp se sc <<<"$s"
+  if [ "$eo" = - ] && [ "$so" = - ]; then return; fi
+  note=""
+  [ "$ee" = 0 ] || note+="etcd: $ee errors; "
+  [ "$se" = 0 ] || note+="synod: $se errors; "
+  printf '%-14s %7s %12s %12s %7s %10s %10s %7s %9s %9s  %s\n' "$name" "$label" \
+    "$(awk -v v="$eo" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }')" \
+    "$(awk -v v="$so" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }')" \
+    "$(ratio "$so" "$eo")" "$(ms "$ep")" "$(ms "$sp")" "$(ratio "$sp" "$ep")" \
+    "$(us "$ec")" "$(us "$sc")" "$note"
+}
+
 print_table() {
-  local name clients e s eo ep ee ec so sp se sc note
+  local name clients
   printf '%-14s %7s %12s %12s %7s %10s %10s %7s %9s %9s  %s\n' workload clients "etcd ops/s" \
     "synod ops/s" ratio "etcd p99" "synod p99" "p99 x" "etcd cpu" "synod cpu" notes
   for name in $WORKLOADS; do
     for clients in $CLIENTS; do
-      e=$(best etcd "$name" "$clients")
-      s=$(best synod "$name" "$clients")
-      read -r eo ep ee ec <<<"$e"
-      read -r so sp se sc <<<"$s"
-      note=""
-      [ "$ee" = 0 ] || note+="etcd: $ee errors; "
-      [ "$se" = 0 ] || note+="synod: $se errors; "
-      printf '%-14s %7s %12s %12s %7s %10s %10s %7s %9s %9s  %s\n' "$name" "$clients" \
-        "$(awk -v v="$eo" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }')" \
-        "$(awk -v v="$so" 'BEGIN { if (v == "-") print "-"; else printf "%.0f", v }')" \
-        "$(ratio "$so" "$eo")" "$(ms "$ep")" "$(ms "$sp")" "$(ratio "$sp" "$ep")" \
-        "$(us "$ec")" "$(us "$sc")" "$note"
+      if [ "$clients" = 1 ]; then
+        print_row "$name" 1 leader "1 L"
+        print_row "$name" 1 follower "1 F"
+        # Through any member: only when no leader was found.
+        print_row "$name" 1 all 1
+      else
+        print_row "$name" "$clients" all "$clients"
+      fi
     done
   done
 }
@@ -407,6 +458,7 @@ main() {
     echo "best of $ROUNDS round(s) (highest ops/s, lowest p99). ratio = synod/etcd ops/s"
     echo "(above 1: synod faster); p99 x = synod p99 / etcd p99 (below 1: synod lower)."
     echo "cpu = CPU time of the three members per operation (lowest of the rounds)."
+    echo "1 L / 1 F: one client talking to the leader / to a follower."
     echo
     print_table
     print_footprint
