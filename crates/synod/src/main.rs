@@ -10,6 +10,12 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
+/// jemalloc, not the system allocator: the request path allocates and frees many
+/// small buffers across threads, which glibc's malloc serves with more CPU (its
+/// arena locks and chunk consolidation); measured in bench/RESULTS.md.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
