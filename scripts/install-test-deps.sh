@@ -3,7 +3,8 @@
 # packages: etcdctl and etcd (compatibility and differential tests) and protoc
 # with the well-known types' .proto files (the etcd-client crate used by the tests
 # compiles etcd's protos with them; protobuf-compiler only recommends
-# libprotobuf-dev, so --no-install-recommends leaves it out unless named).
+# libprotobuf-dev, so --no-install-recommends leaves it out unless named), and
+# the C compiler and make that build jemalloc, synod's allocator.
 set -euo pipefail
 
 missing=()
@@ -11,6 +12,8 @@ command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v make >/dev/null 2>&1 || missing+=(make)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "test dependencies present: $(etcdctl version | head -n1), $(etcd --version | head -n1), $(protoc --version)"
