@@ -10,9 +10,10 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
-/// jemalloc, not the system allocator: the request path allocates and frees many
-/// small buffers across threads, which glibc's malloc serves with more CPU (its
-/// arena locks and chunk consolidation); measured in bench/RESULTS.md.
+/// jemalloc, not the system allocator: the request path allocates many small
+/// buffers on one thread and frees them on another, which glibc's malloc serves
+/// with more CPU (its free lists' consolidation and chunk bookkeeping were a
+/// tenth of a member's CPU under load); measured in bench/RESULTS.md.
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
