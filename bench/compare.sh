@@ -14,7 +14,7 @@ ROOT=$(pwd)
 
 # ---- settings (environment overrides) ----------------------------------------
 CLIENTS=${CLIENTS:-"1 16 128 512"}          # client counts, each a separate run
-WORKLOADS=${WORKLOADS:-"put get-lin get-ser txn-cas lock lease watch-latency"}
+WORKLOADS=${WORKLOADS:-"put get-lin get-ser txn-cas lock lock-shared lease watch-latency"}
 SYSTEMS=${SYSTEMS:-"etcd synod"}             # run order within a round: A B, A B, ...
 DURATION=${DURATION:-10s}                    # measured time per run
 WARMUP=${WARMUP:-2s}                         # unmeasured load before each run
