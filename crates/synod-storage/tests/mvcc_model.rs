@@ -31,7 +31,7 @@ use synod_proto::etcdserverpb::{
 };
 use synod_proto::mvccpb::KeyValue;
 use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
-use synod_storage::mvcc::{MvccError, MvccReader, MvccWriter};
+use synod_storage::mvcc::{KeyCreation, MvccError, MvccReader, MvccWriter};
 use synod_storage::GroupId;
 use synod_storage::Store as Database;
 
@@ -1087,6 +1087,31 @@ fn check_every_revision(store: &Store, model: &Model, salt: usize) -> Result<(),
                 );
             }
         }
+        if revision >= 1 && revision <= current && !compacted_away {
+            check_key_creation(store, model, revision)?;
+        }
+    }
+    Ok(())
+}
+
+/// What the key index alone says of each key (and of a missing one) at
+/// `revision`, where it says anything, is what a read there finds.
+fn check_key_creation(store: &Store, model: &Model, revision: i64) -> Result<(), TestCaseError> {
+    for key in KEYS.iter().map(|key| key.as_bytes()).chain([&b"aa"[..]]) {
+        let request = RangeRequest {
+            key: key.to_vec(),
+            revision,
+            ..Default::default()
+        };
+        let read = model
+            .range(&request)
+            .map(|response| response.kvs.first().map(|kv| kv.create_revision));
+        let indexed = match store.reader.key_creation(key, revision).unwrap() {
+            KeyCreation::Unknown => continue,
+            KeyCreation::Absent => None,
+            KeyCreation::CreatedAt(created) => Some(created),
+        };
+        prop_assert_eq!(read, Ok(indexed), "key index on {:?} at {}", key, revision);
     }
     Ok(())
 }

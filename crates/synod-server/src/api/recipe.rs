@@ -22,6 +22,7 @@ use super::kv::read_range;
 use crate::limits::WATCH_BATCH_ROWS;
 use crate::node::{Node, NodeError};
 use synod_storage::mvcc::history::Change;
+use synod_storage::mvcc::KeyCreation;
 
 /// Commits a transaction built by a recipe.
 pub async fn txn(node: &Node, request: TxnRequest) -> Result<TxnResponse, ApiError> {
@@ -102,21 +103,28 @@ pub async fn wait_key_deleted(
 ) -> Result<(), ApiError> {
     let mut applied = node.applied.clone();
     loop {
-        applied.borrow_and_update();
-        let now = read_range(
-            node,
-            RangeRequest {
-                key: key.to_vec(),
-                serializable: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-        if now
+        let revision = applied.borrow_and_update().revision;
+        let creation = node
+            .reader
+            .key_creation(key, revision)
+            .map_err(|error| ApiError::Internal(error.to_string()))?;
+        let now = match creation {
+            KeyCreation::Absent => None,
+            KeyCreation::CreatedAt(created) => Some(created),
+            KeyCreation::Unknown => read_range(
+                node,
+                RangeRequest {
+                    key: key.to_vec(),
+                    serializable: true,
+                    ..Default::default()
+                },
+            )
+            .await?
             .kvs
             .first()
-            .is_none_or(|kv| kv.create_revision != create_revision)
-        {
+            .map(|kv| kv.create_revision),
+        };
+        if now != Some(create_revision) {
             return Ok(());
         }
         if applied.changed().await.is_err() {
