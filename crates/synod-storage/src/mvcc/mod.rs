@@ -126,10 +126,10 @@ impl MvccReader {
     /// What the key index alone says of `key` at revision `at`, an applied
     /// revision, without blocking: a lock or election waiter asks it of its
     /// predecessor's key after every applied entry, and with hundreds of waiters
-    /// a store read each time was most of the cost of a hand-over. `Unknown` when
-    /// the index is being rewritten (a compaction, a snapshot install), `at` is
-    /// compacted, or the version there does not know its lineage: the caller then
-    /// reads the key instead.
+    /// a store read each time cost about a quarter of each hand-over's CPU
+    /// (bench/RESULTS.md). `Unknown` when the index is locked for writing (by an
+    /// apply, a compaction or a snapshot install), `at` is compacted, or the
+    /// version there does not know its lineage: the caller then reads the key.
     pub fn key_creation(&self, key: &[u8], at: i64) -> Result<KeyCreation, StoreError> {
         let index = self.db.key_index(self.group)?;
         let index = match index.try_read() {
