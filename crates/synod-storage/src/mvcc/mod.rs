@@ -132,10 +132,8 @@ impl MvccReader {
     /// version there does not know its lineage: the caller then reads the key.
     pub fn key_creation(&self, key: &[u8], at: i64) -> Result<KeyCreation, StoreError> {
         let index = self.db.key_index(self.group)?;
-        let index = match index.try_read() {
-            Ok(index) => index,
-            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(KeyCreation::Unknown),
+        let Some(index) = crate::sync::try_read(&index) else {
+            return Ok(KeyCreation::Unknown);
         };
         if at < index.compacted() {
             return Ok(KeyCreation::Unknown);
