@@ -25,6 +25,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(&files, [PROTO_ROOT])?;
     tonic_prost_build::configure()
+        // Txns nest without bound; see src/codec.rs.
+        .codec_path("crate::codec::BoundedCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

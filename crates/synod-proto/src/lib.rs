@@ -4,39 +4,47 @@
 //! `etcdctl` and every etcd client library talk to synod unchanged. `synodpb` holds the
 //! commands replicated through the Raft log and `synodpeer` the node-to-node RPC.
 
-#![allow(clippy::all, missing_docs)]
+pub mod codec;
+pub mod nested;
 
 /// etcd's MVCC key-value types (`KeyValue`, `Event`).
+#[allow(clippy::all, missing_docs)]
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
 }
 
 /// etcd's authentication types.
+#[allow(clippy::all, missing_docs)]
 pub mod authpb {
     tonic::include_proto!("authpb");
 }
 
 /// etcd's v3 services: KV, Watch, Lease, Cluster, Maintenance, Auth.
+#[allow(clippy::all, missing_docs)]
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
 }
 
 /// etcd's distributed lock service.
+#[allow(clippy::all, missing_docs)]
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
 }
 
 /// etcd's leader election service.
+#[allow(clippy::all, missing_docs)]
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
 }
 
 /// Commands that travel through the Raft log, and their results.
+#[allow(clippy::all, missing_docs)]
 pub mod synodpb {
     tonic::include_proto!("synodpb");
 }
 
 /// The node-to-node RPC: Raft messages, request forwarding, read index.
+#[allow(clippy::all, missing_docs)]
 pub mod synodpeer {
     tonic::include_proto!("synodpeer");
 }

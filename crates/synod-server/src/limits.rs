@@ -2,6 +2,11 @@
 
 use std::time::Duration;
 
+/// Most levels of Txn nesting a request may have (a Txn with no Txn inside is one
+/// level). Enforced where a Txn is decoded, in `synod_proto::nested`, so that no
+/// form a Txn travels in (log command, batch, forward) can exceed what decodes.
+pub use synod_proto::nested::TXN_NESTING_MAX;
+
 /// Bounds on client requests.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

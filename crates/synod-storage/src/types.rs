@@ -7,9 +7,10 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use prost::bytes::Bytes;
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use synod_proto::synodpb;
+use synod_proto::{nested, synodpb};
 
 /// Identifies a Raft group. Group 0 is the only group until sharding arrives; every
 /// storage key and peer RPC carries it already.
@@ -31,28 +32,6 @@ impl fmt::Display for MemberNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}={}", self.name, self.peer_urls.join(","))
     }
-}
-
-/// Encodes a protobuf message as serde bytes, so prost types can ride in openraft's
-/// serde-based log entries.
-macro_rules! protobuf_serde {
-    ($wrapper:ident, $inner:ty) => {
-        impl Serialize for $wrapper {
-            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_bytes(&self.0.encode_to_vec())
-            }
-        }
-
-        impl<'de> Deserialize<'de> for $wrapper {
-            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-                let bytes: Vec<u8> =
-                    serde::de::Deserialize::deserialize(deserializer).map(|b: ByteBuf| b.0)?;
-                <$inner>::decode(bytes.as_slice())
-                    .map($wrapper)
-                    .map_err(serde::de::Error::custom)
-            }
-        }
-    };
 }
 
 /// Bytes that deserialize from either a serde byte string or a sequence.
@@ -143,11 +122,12 @@ impl Serialize for Command {
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let ByteBuf(bytes) = ByteBuf::deserialize(deserializer)?;
-        let message =
-            synodpb::Command::decode(bytes.as_slice()).map_err(serde::de::Error::custom)?;
+        let bytes = Bytes::from(bytes);
+        let message = nested::decode_command(bytes.clone()).map_err(serde::de::Error::custom)?;
         Ok(Self(Arc::new(EncodedCommand {
             message,
-            bytes: OnceLock::from(bytes),
+            // The decoded message holds no view of the bytes, so this is no copy.
+            bytes: OnceLock::from(Vec::from(bytes)),
         })))
     }
 }
@@ -156,7 +136,20 @@ impl<'de> Deserialize<'de> for Command {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommandResult(pub synodpb::CommandResult);
 
-protobuf_serde!(CommandResult, synodpb::CommandResult);
+impl Serialize for CommandResult {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0.encode_to_vec())
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandResult {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let ByteBuf(bytes) = ByteBuf::deserialize(deserializer)?;
+        nested::decode_command_result(Bytes::from(bytes))
+            .map(CommandResult)
+            .map_err(serde::de::Error::custom)
+    }
+}
 
 /// File-backed snapshot data, so a snapshot of a large store never sits in memory.
 pub type SnapshotFile = tokio::fs::File;

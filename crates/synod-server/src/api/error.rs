@@ -26,6 +26,9 @@ pub enum ApiError {
     /// A Txn branch has more operations than `--max-txn-ops`.
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
+    /// A Txn nests more than [`crate::limits::TXN_NESTING_MAX`] levels deep.
+    #[error("{}", synod_proto::nested::NestedError::TooDeep)]
+    TxnTooDeep,
     /// A Txn branch writes one key twice.
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
@@ -161,6 +164,7 @@ impl ApiError {
             | ApiError::ValueProvided
             | ApiError::LeaseProvided
             | ApiError::TooManyOps
+            | ApiError::TxnTooDeep
             | ApiError::DuplicateKey
             | ApiError::RequestTooLarge => Code::InvalidArgument,
             ApiError::Compacted | ApiError::FutureRevision | ApiError::LeaseTtlTooLarge => {

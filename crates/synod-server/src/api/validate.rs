@@ -8,8 +8,10 @@ use synod_proto::etcdserverpb::{
     DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
 };
 
+use synod_proto::nested::txn_nesting;
+
 use super::error::ApiError;
-use crate::limits::{Limits, GRPC_OVERHEAD_BYTES};
+use crate::limits::{Limits, GRPC_OVERHEAD_BYTES, TXN_NESTING_MAX};
 
 /// Refuses a message larger than the gRPC limit, as etcd's transport does.
 pub fn check_message_size<M: prost::Message>(message: &M, limits: &Limits) -> Result<(), ApiError> {
@@ -51,9 +53,14 @@ pub fn check_delete(request: &DeleteRangeRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Checks a Txn: operation counts, every operation, then duplicate keys in each
-/// branch (both branches, whichever will run).
+/// Checks a Txn: its nesting, operation counts, every operation, then duplicate
+/// keys in each branch (both branches, whichever will run). The gRPC layer already
+/// refuses a Txn nested too deep; the check here holds for requests from any
+/// other path.
 pub fn check_txn(request: &TxnRequest, txn_ops_max: usize) -> Result<(), ApiError> {
+    if txn_nesting(request) > TXN_NESTING_MAX {
+        return Err(ApiError::TxnTooDeep);
+    }
     check_txn_ops(request, txn_ops_max)?;
     check_intervals(&request.success)?;
     check_intervals(&request.failure)?;
