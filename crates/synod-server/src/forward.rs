@@ -90,7 +90,7 @@ async fn forward(
     let url = leader.peer_urls.first().map_or("", String::as_str);
     let results = match links.send(url, client, request, REQUEST_TIMEOUT).await {
         Ok(results) => results,
-        Err(status) => return failed_all(&|| failure(status.clone())),
+        Err(status) => return failed_all(&|| link_failure(&status)),
     };
     if results.len() != count {
         let reason = format!(
@@ -123,6 +123,7 @@ fn forwarded(answer: ForwardedResult) -> Forwarded {
     }
 }
 
+/// What a command whose leader answered with `status` came to.
 fn failure(status: tonic::Status) -> ForwardError {
     if was_not_sent(&status) {
         ForwardError::NotProposed
@@ -130,6 +131,20 @@ fn failure(status: tonic::Status) -> ForwardError {
         ForwardError::Failed(NodeError::Timeout)
     } else {
         ForwardError::Failed(NodeError::Forwarded(status))
+    }
+}
+
+/// What the commands of a round whose exchange with the leader failed came to. A
+/// failure after the round left may follow their commit, so unless the round
+/// certainly never reached a leader, the client is told the outcome is unknown,
+/// never that the command failed.
+fn link_failure(status: &tonic::Status) -> ForwardError {
+    match failure(status.clone()) {
+        ForwardError::Failed(NodeError::Forwarded(_)) => {
+            tracing::debug!(%status, "a forward to the leader failed; its outcome is unknown");
+            ForwardError::Failed(NodeError::ConnectionLost)
+        }
+        known => known,
     }
 }
 

@@ -38,6 +38,10 @@ pub enum NodeError {
     /// The request was sent but its outcome is unknown: it may or may not commit.
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// The request was sent to the leader, but the exchange broke before its
+    /// answer came back: it may or may not commit.
+    #[error("etcdserver: request timed out, possibly due to connection lost")]
+    ConnectionLost,
     /// The node is shutting down.
     #[error("etcdserver: server stopped")]
     Stopped,

@@ -95,6 +95,11 @@ pub enum ServerError {
     /// members do.
     #[error("this member was removed from the cluster; its data dir can no longer be used to rejoin, start a fresh member with member add")]
     Removed,
+    /// Raft stopped on an error (its log or store could not be written, say,
+    /// because the disk is full). The member exits rather than answer "server
+    /// stopped" for ever, so that a supervisor restarts it.
+    #[error("raft stopped on an error, so this member stops too (restart it once the cause is mended): {0}")]
+    RaftFailed(String),
     /// A new member could not join the running cluster.
     #[error(transparent)]
     Join(#[from] JoinError),
@@ -322,6 +327,7 @@ pub async fn run(
     ));
     tasks.spawn(publish_attributes(node.clone(), stop.clone()));
     tasks.spawn(stop_when_removed(node.clone(), stop.clone()));
+    tasks.spawn(stop_when_raft_fails(node.clone(), stop.clone()));
     tracing::info!(
         name = %config.name,
         member_id = format_args!("{:x}", expected.member_id),
@@ -358,13 +364,11 @@ pub async fn run(
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    raft.shutdown()
-        .await
-        .map_err(|error| ServerError::Raft(error.to_string()))?;
+    let raft_stopped = raft.shutdown().await;
     tracing::info!("synod member stopped");
     match failure {
         Some(error) => Err(error),
-        None => Ok(()),
+        None => raft_stopped.map_err(|error| ServerError::Raft(error.to_string())),
     }
 }
 
@@ -485,6 +489,28 @@ async fn stop_when_removed(
         () = removed => {
             tracing::warn!("this member was removed from the cluster; stopping");
             Err(ServerError::Removed)
+        }
+        () = stopped(stop) => Ok(()),
+    }
+}
+
+/// Ends with [`ServerError::RaftFailed`] if Raft stops while the member runs.
+/// Raft's server metrics close when its core task ends; until shutdown, that only
+/// happens on a fatal error.
+async fn stop_when_raft_fails(
+    node: Arc<Node>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), ServerError> {
+    let mut server = node.raft.server_metrics();
+    let ended = async { while server.changed().await.is_ok() {} };
+    tokio::select! {
+        () = ended => {
+            let reason = match &node.raft.metrics().borrow().running_state {
+                Err(fatal) => fatal.to_string(),
+                Ok(()) => "its task ended".to_string(),
+            };
+            tracing::error!(%reason, "raft stopped; this member stops too");
+            Err(ServerError::RaftFailed(reason))
         }
         () = stopped(stop) => Ok(()),
     }

@@ -186,7 +186,13 @@ impl WatchSession {
     async fn handle(&mut self, request: Result<WatchRequest, Status>) -> Result<(), Closed> {
         let request = match request {
             Ok(request) => request,
-            Err(_) => return Err(Closed),
+            // A request that did not decode (or a broken stream) ends the stream
+            // with its error, as etcd's does: ended silently, the client would
+            // take its watchers for alive.
+            Err(status) => {
+                let _ = self.sender.send(Err(status)).await;
+                return Err(Closed);
+            }
         };
         match request.request_union {
             Some(RequestUnion::CreateRequest(create)) => self.create(create).await,

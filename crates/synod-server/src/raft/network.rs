@@ -178,8 +178,7 @@ impl PeerNetwork {
         &self,
         request: &impl Serialize,
     ) -> Result<RaftMessage, RPCError<NodeId, MemberNode, RaftError<NodeId, E>>> {
-        let payload = codec::encode(request)
-            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        let payload = codec::encode(request).map_err(|status| rpc_error(&status))?;
         Ok(RaftMessage {
             group_id: self.group,
             payload,
@@ -191,8 +190,8 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let result: Result<Resp, RaftError<NodeId, E>> = codec::decode(&reply.payload)
-            .map_err(|status| RPCError::Network(NetworkError::new(&status)))?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode(&reply.payload).map_err(|status| rpc_error(&status))?;
         result.map_err(|error| RPCError::RemoteError(RemoteError::new(self.target, error)))
     }
 
@@ -263,16 +262,20 @@ impl PeerNetwork {
     }
 }
 
-/// openraft's view of a failed call: unreachable (try again later) or broken.
+/// openraft's view of a failed call: always "unreachable", so the next attempt
+/// waits out openraft's backoff. openraft retries any other error at once, and a
+/// peer that refuses a message (it cannot decode it, or hosts no such group) will
+/// refuse it again: retried at once, one such message would spin the group.
 fn rpc_error<E: std::error::Error>(
     status: &Status,
 ) -> RPCError<NodeId, MemberNode, RaftError<NodeId, E>> {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-            RPCError::Unreachable(Unreachable::new(status))
-        }
-        _ => RPCError::Network(NetworkError::new(status)),
+    if !matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+    ) {
+        tracing::warn!(%status, "a peer refused a raft message");
     }
+    RPCError::Unreachable(Unreachable::new(status))
 }
 
 impl RaftNetwork<TypeConfig> for PeerNetwork {
