@@ -4,7 +4,9 @@
 # with the well-known types' .proto files (the etcd-client crate used by the tests
 # compiles etcd's protos with them; protobuf-compiler only recommends
 # libprotobuf-dev, so --no-install-recommends leaves it out unless named), and
-# the C compiler and make that build jemalloc, synod's allocator.
+# the C compiler and make that build jemalloc, synod's allocator; ss and prlimit,
+# with which the hostile-client tests read a member's listen backlog and take its
+# file descriptors.
 set -euo pipefail
 
 missing=()
@@ -14,6 +16,8 @@ command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v make >/dev/null 2>&1 || missing+=(make)
+command -v ss >/dev/null 2>&1 || missing+=(iproute2)
+command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "test dependencies present: $(etcdctl version | head -n1), $(etcd --version | head -n1), $(protoc --version)"

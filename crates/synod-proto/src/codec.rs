@@ -92,7 +92,7 @@ impl<U: Message + Default + 'static> Decoder for BoundedDecoder<U> {
 }
 
 /// The status a message that did not decode is refused with: a Txn nested too
-/// deep is the client's to fix; anything else is what prost's codec answers.
+/// deep gets etcd's answer to it; anything else, what prost's codec answers.
 pub fn status(error: &NestedError) -> Status {
     let code = match error {
         NestedError::TooDeep => Code::InvalidArgument,

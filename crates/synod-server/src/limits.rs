@@ -38,6 +38,13 @@ impl Limits {
             bytes => u64::try_from(bytes).ok(),
         }
     }
+
+    /// Largest gRPC message a client may send: `--max-request-bytes` plus gRPC's
+    /// slack, as etcd sets its gRPC receive limit. Longer ones are refused from
+    /// their header.
+    pub fn message_bytes_max(&self) -> usize {
+        self.request_bytes_max.saturating_add(GRPC_OVERHEAD_BYTES)
+    }
 }
 
 impl Default for Limits {
@@ -55,13 +62,31 @@ impl Default for Limits {
 pub const DEFAULT_BACKEND_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// Slack the gRPC layer allows above `request_bytes_max` before refusing a message
-/// outright; between the two, etcd's own "request is too large" answers.
+/// outright (as etcd's gRPC server does); between the two, etcd's own "request is
+/// too large" answers.
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
-/// Largest client message decoded at all. Messages between the gRPC limit above and
-/// this one are refused with etcd's exact gRPC error; larger ones are cut off by
-/// the transport before they take memory.
-pub const CLIENT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Bytes of partly received messages one client connection may hold at once (see
+/// [`crate::receive_budget`]): 32 messages of the largest default size. A message
+/// that does not fit is refused with `RESOURCE_EXHAUSTED`. Raised to the largest
+/// message allowed if that is larger.
+pub const CONNECTION_RECEIVE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Streams one client connection may have open at once. etcd sets no bound (watch
+/// clients open a stream per watch context), so this one is generous; what each
+/// stream may hold is bounded by [`CONNECTION_RECEIVE_BYTES_MAX`].
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 4096;
+
+/// Backlog asked for on every listening socket; the kernel caps it at
+/// `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// First wait after a failed accept (out of file descriptors, say); it doubles up
+/// to [`ACCEPT_BACKOFF_MAX`] while accepts keep failing.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// Longest wait between failed accepts.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Bytes etcd's proposal adds around a request (its `InternalRaftRequest` header),
 /// counted against `--max-request-bytes` so the same request is too large on both.

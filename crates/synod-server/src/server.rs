@@ -31,7 +31,6 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::cluster::ClusterService;
 use crate::api::election::ElectionService;
@@ -44,18 +43,21 @@ use crate::api::require_leader;
 use crate::api::watch::WatchService;
 use crate::authority::AuthorityFix;
 use crate::config::{ClusterState, ConfigError, ServerConfig};
+use crate::deadline::DeadlineLayer;
 use crate::identity::{self, Identity, IdentityError};
 use crate::join::{self, JoinError};
 use crate::lease::{run_keeper, LeaseKeeper};
 use crate::limits::{
-    CLIENT_MESSAGE_BYTES_MAX, GRPC_OVERHEAD_BYTES, PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX,
-    SHUTDOWN_GRACE, SNAPSHOT_CHUNK_BYTES,
+    PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX, SHUTDOWN_GRACE, SNAPSHOT_CHUNK_BYTES,
+    STREAMS_PER_CONNECTION_MAX,
 };
+use crate::listener;
 use crate::membership;
 use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
 use crate::raft::network::{PeerClients, PeerNetworkFactory};
 use crate::raft::peer_service::PeerService;
 use crate::raft::pre_vote;
+use crate::receive_budget::{ClientConnection, ReceiveBudgetLayer};
 use crate::{forward, point_reads, proposal, read_index};
 
 /// How often a member asks its peers whether it is still a member.
@@ -132,19 +134,16 @@ fn raft_config(config: &ServerConfig) -> Result<openraft::Config, ServerError> {
     .map_err(|error| ServerError::Raft(error.to_string()))
 }
 
-async fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
-    let mut listeners = Vec::with_capacity(addresses.len());
-    for address in addresses {
-        listeners.push(
-            TcpListener::bind(address)
-                .await
-                .map_err(|source| ServerError::Listen {
-                    address: *address,
-                    source,
-                })?,
-        );
-    }
-    Ok(listeners)
+fn bind(addresses: &[SocketAddr]) -> Result<Vec<TcpListener>, ServerError> {
+    addresses
+        .iter()
+        .map(|address| {
+            listener::bind(*address).map_err(|source| ServerError::Listen {
+                address: *address,
+                source,
+            })
+        })
+        .collect()
 }
 
 /// Runs a node until `shutdown` completes, then stops it cleanly: servers stop
@@ -212,8 +211,8 @@ pub async fn run(
 
     // Bind before starting Raft, so a taken port fails the start instead of leaving
     // a half-running member.
-    let client_listeners = bind(&config.listen_client).await?;
-    let peer_listeners = bind(&config.listen_peer).await?;
+    let client_listeners = bind(&config.listen_client)?;
+    let peer_listeners = bind(&config.listen_peer)?;
 
     let peers = PeerClients::new(config.peer_source_address);
     let mut log_store = LogStore::open(
@@ -520,55 +519,57 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
-/// Accepted connections with Nagle's algorithm off. (`Server::tcp_nodelay` only
-/// applies to listeners tonic binds itself; on ours, small responses would wait
-/// for the peer's delayed ACK, ~40 ms each.)
-fn without_delay(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
 async fn serve_clients(
     node: Arc<Node>,
     listener: TcpListener,
     progress_interval: Duration,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let message_max =
-        CLIENT_MESSAGE_BYTES_MAX.max(node.limits.request_bytes_max + GRPC_OVERHEAD_BYTES);
+    let message_max = node.limits.message_bytes_max();
     let leader = || require_leader::interceptor(node.clone());
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(STREAMS_PER_CONNECTION_MAX))
+        .layer(ReceiveBudgetLayer::new(message_max))
+        .layer(DeadlineLayer)
         .add_service(InterceptedService::new(
             KvServer::new(KvService::new(node.clone())).max_decoding_message_size(message_max),
             leader(),
         ))
         .add_service(InterceptedService::new(
-            ClusterServer::new(ClusterService::new(node.clone())),
+            ClusterServer::new(ClusterService::new(node.clone()))
+                .max_decoding_message_size(message_max),
             leader(),
         ))
         .add_service(InterceptedService::new(
-            MaintenanceServer::new(MaintenanceService::new(node.clone())),
+            MaintenanceServer::new(MaintenanceService::new(node.clone()))
+                .max_decoding_message_size(message_max),
             leader(),
         ))
         .add_service(InterceptedService::new(
-            WatchServer::new(WatchService::new(node.clone(), progress_interval)),
+            WatchServer::new(WatchService::new(node.clone(), progress_interval))
+                .max_decoding_message_size(message_max),
             leader(),
         ))
         .add_service(InterceptedService::new(
-            LeaseServer::new(LeaseService::new(node.clone())),
+            LeaseServer::new(LeaseService::new(node.clone()))
+                .max_decoding_message_size(message_max),
             leader(),
         ))
-        .add_service(AuthServer::new(PendingService))
+        .add_service(AuthServer::new(PendingService).max_decoding_message_size(message_max))
         .add_service(InterceptedService::new(
-            LockServer::new(LockService::new(node.clone())),
+            LockServer::new(LockService::new(node.clone())).max_decoding_message_size(message_max),
             leader(),
         ))
         .add_service(InterceptedService::new(
-            ElectionServer::new(ElectionService::new(node.clone())),
+            ElectionServer::new(ElectionService::new(node.clone()))
+                .max_decoding_message_size(message_max),
             leader(),
         ))
         .serve_with_incoming_shutdown(
-            without_delay(listener).map_ok(AuthorityFix::new),
+            listener::accept(listener).map_ok(move |stream| {
+                ClientConnection::new(AuthorityFix::new(stream), message_max)
+            }),
             stopped(stop),
         )
         .await?;
@@ -586,7 +587,7 @@ async fn serve_peers(
                 .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
-        .serve_with_incoming_shutdown(without_delay(listener), stopped(stop))
+        .serve_with_incoming_shutdown(listener::accept(listener), stopped(stop))
         .await?;
     Ok(())
 }

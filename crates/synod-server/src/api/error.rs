@@ -23,12 +23,10 @@ pub enum ApiError {
     /// `ignore_lease` together with a lease.
     #[error("etcdserver: lease is provided")]
     LeaseProvided,
-    /// A Txn branch has more operations than `--max-txn-ops`.
-    #[error("etcdserver: too many operations in txn request")]
+    /// A Txn branch has more operations than `--max-txn-ops` leaves it, or the
+    /// Txn nests deeper than [`crate::limits::TXN_NESTING_MAX`].
+    #[error("{}", synod_proto::nested::TOO_MANY_OPS)]
     TooManyOps,
-    /// A Txn nests more than [`crate::limits::TXN_NESTING_MAX`] levels deep.
-    #[error("{}", synod_proto::nested::NestedError::TooDeep)]
-    TxnTooDeep,
     /// A Txn branch writes one key twice.
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
@@ -164,7 +162,6 @@ impl ApiError {
             | ApiError::ValueProvided
             | ApiError::LeaseProvided
             | ApiError::TooManyOps
-            | ApiError::TxnTooDeep
             | ApiError::DuplicateKey
             | ApiError::RequestTooLarge => Code::InvalidArgument,
             ApiError::Compacted | ApiError::FutureRevision | ApiError::LeaseTtlTooLarge => {

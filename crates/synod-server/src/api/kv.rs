@@ -69,14 +69,12 @@ impl Kv for KvService {
         request: Request<RangeRequest>,
     ) -> Result<Response<RangeResponse>, Status> {
         let request = request.into_inner();
-        validate::check_message_size(&request, &self.node.limits)?;
         validate::check_range(&request)?;
         Ok(Response::new(read_range(&self.node, request).await?))
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         let request = request.into_inner();
-        validate::check_message_size(&request, &self.node.limits)?;
         validate::check_put(&request)?;
         match self.commit(Op::Put(request)).await? {
             Outcome::Put(response) => Ok(Response::new(stamp(&self.node, response))),
@@ -89,7 +87,6 @@ impl Kv for KvService {
         request: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         let request = request.into_inner();
-        validate::check_message_size(&request, &self.node.limits)?;
         validate::check_delete(&request)?;
         match self.commit(Op::DeleteRange(request)).await? {
             Outcome::DeleteRange(response) => Ok(Response::new(stamp(&self.node, response))),
@@ -99,7 +96,6 @@ impl Kv for KvService {
 
     async fn txn(&self, request: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         let request = request.into_inner();
-        validate::check_message_size(&request, &self.node.limits)?;
         validate::check_txn(&request, self.node.limits.txn_ops_max)?;
         match self.commit(Op::Txn(request)).await? {
             Outcome::Txn(response) => Ok(Response::new(stamp(&self.node, response))),
@@ -112,7 +108,6 @@ impl Kv for KvService {
         request: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let request = request.into_inner();
-        validate::check_message_size(&request, &self.node.limits)?;
         match self.commit(Op::Compaction(request)).await? {
             Outcome::Compaction(response) => Ok(Response::new(stamp(&self.node, response))),
             other => Err(unexpected(&other).into()),

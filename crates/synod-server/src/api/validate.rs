@@ -11,17 +11,7 @@ use synod_proto::etcdserverpb::{
 use synod_proto::nested::txn_nesting;
 
 use super::error::ApiError;
-use crate::limits::{Limits, GRPC_OVERHEAD_BYTES, TXN_NESTING_MAX};
-
-/// Refuses a message larger than the gRPC limit, as etcd's transport does.
-pub fn check_message_size<M: prost::Message>(message: &M, limits: &Limits) -> Result<(), ApiError> {
-    let size = message.encoded_len();
-    let limit = limits.request_bytes_max + GRPC_OVERHEAD_BYTES;
-    if size > limit {
-        return Err(ApiError::MessageTooLarge { size, limit });
-    }
-    Ok(())
-}
+use crate::limits::TXN_NESTING_MAX;
 
 /// Checks a Range request.
 pub fn check_range(request: &RangeRequest) -> Result<(), ApiError> {
@@ -59,7 +49,7 @@ pub fn check_delete(request: &DeleteRangeRequest) -> Result<(), ApiError> {
 /// other path.
 pub fn check_txn(request: &TxnRequest, txn_ops_max: usize) -> Result<(), ApiError> {
     if txn_nesting(request) > TXN_NESTING_MAX {
-        return Err(ApiError::TxnTooDeep);
+        return Err(ApiError::TooManyOps);
     }
     check_txn_ops(request, txn_ops_max)?;
     check_intervals(&request.success)?;
