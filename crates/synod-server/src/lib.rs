@@ -10,6 +10,7 @@ pub mod authority;
 pub mod batch;
 pub mod config;
 pub mod deadline;
+pub mod disk_guard;
 pub mod forward;
 pub mod forward_link;
 pub mod identity;

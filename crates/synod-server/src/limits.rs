@@ -21,6 +21,10 @@ pub struct Limits {
     /// Largest the database file may grow through writes (`--quota-backend-bytes`)
     /// before the NOSPACE alarm stops them; `None` when disabled.
     pub backend_quota_bytes: Option<u64>,
+    /// Free bytes the data dir's disk must keep (`--disk-reserve-bytes`): below
+    /// them the member raises the NOSPACE alarm (see [`crate::disk_guard`]); 0
+    /// turns the check off.
+    pub disk_reserve_bytes: u64,
 }
 
 impl Limits {
@@ -54,9 +58,16 @@ impl Default for Limits {
             txn_ops_max: 128,
             lease_ttl_min_seconds: 2,
             backend_quota_bytes: Some(DEFAULT_BACKEND_QUOTA_BYTES),
+            disk_reserve_bytes: DEFAULT_DISK_RESERVE_BYTES,
         }
     }
 }
+
+/// Free disk a member keeps by default: two of the Raft log's 64 MiB segments.
+pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 128 * 1024 * 1024;
+
+/// How often a member looks at its data dir's free disk space.
+pub const DISK_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// etcd's default space quota: 2 GiB.
 pub const DEFAULT_BACKEND_QUOTA_BYTES: u64 = 2 * 1024 * 1024 * 1024;

@@ -44,6 +44,7 @@ use crate::api::watch::WatchService;
 use crate::authority::AuthorityFix;
 use crate::config::{ClusterState, ConfigError, ServerConfig};
 use crate::deadline::DeadlineLayer;
+use crate::disk_guard;
 use crate::identity::{self, Identity, IdentityError};
 use crate::join::{self, JoinError};
 use crate::lease::{run_keeper, LeaseKeeper};
@@ -327,6 +328,12 @@ pub async fn run(
     tasks.spawn(publish_attributes(node.clone(), stop.clone()));
     tasks.spawn(stop_when_removed(node.clone(), stop.clone()));
     tasks.spawn(stop_when_raft_fails(node.clone(), stop.clone()));
+    let guard = disk_guard::run(
+        node.clone(),
+        config.data_dir.clone(),
+        config.limits.disk_reserve_bytes,
+    );
+    tasks.spawn(until_stopped(guard, stop.clone()));
     tracing::info!(
         name = %config.name,
         member_id = format_args!("{:x}", expected.member_id),

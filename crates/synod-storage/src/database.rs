@@ -18,6 +18,7 @@ use crate::error::{StoreError, StoreResult};
 use crate::mvcc::index::KeyIndex;
 use crate::mvcc::record::encode_version;
 use crate::mvcc::write::read_counter;
+use crate::partial_file::PartialFile;
 use crate::tables::{legacy, sm_meta, HISTORY, IDENTITY, LEASES, LEASE_KEYS, MEMBERS, SM_META};
 use crate::types::GroupId;
 
@@ -315,6 +316,8 @@ impl Store {
         if copy_path.exists() {
             fs::remove_file(&copy_path)?;
         }
+        // Removed again if the copy fails (a full disk, say).
+        let partial = PartialFile::new(&copy_path);
         let copy = Database::builder()
             .set_cache_size(self.cache_bytes)
             .create(&copy_path)?;
@@ -323,6 +326,7 @@ impl Store {
         for_each_table!(|table| copy_table(&source, &target, table)?);
         target.commit()?;
         fs::rename(&copy_path, &self.path)?;
+        partial.keep();
         if let Some(dir) = self.path.parent() {
             File::open(dir)?.sync_all()?;
         }

@@ -11,6 +11,7 @@ pub mod database;
 pub mod error;
 pub mod log_store;
 pub mod mvcc;
+pub mod partial_file;
 pub mod snapshot;
 pub mod state_machine;
 pub mod sync;

@@ -17,6 +17,7 @@ use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
 use crate::mvcc::record::{encode_version, split_version};
 use crate::mvcc::write::read_counter;
+use crate::partial_file::PartialFile;
 use crate::tables::{sm_meta, HISTORY, LEASES, LEASE_KEYS, MEMBERS, SM_META};
 use crate::types::{GroupId, LogId, StoredMembership};
 use synod_proto::etcdserverpb::AlarmMember;
@@ -128,14 +129,15 @@ pub fn build(db: &Store, group: GroupId, dir: &Path) -> StoreResult<SnapshotReco
         None => format!("0-0-{group}-{unique}"),
     };
     let path = snapshot_path(dir, &id);
-    let partial = path.with_extension("partial");
+    let partial = PartialFile::new(path.with_extension("partial"));
     {
-        let mut out = BufWriter::new(File::create(&partial)?);
+        let mut out = BufWriter::new(File::create(partial.path())?);
         write_state(&txn, group, revision, compacted, &mut out)?;
         let file = out.into_inner().map_err(|error| error.into_error())?;
         file.sync_all()?;
     }
-    fs::rename(&partial, &path)?;
+    fs::rename(partial.path(), &path)?;
+    partial.keep();
     sync_dir(dir)?;
     let record = SnapshotRecord {
         id,
@@ -239,15 +241,16 @@ pub fn install(
 ) -> StoreResult<()> {
     fs::create_dir_all(dir)?;
     let path = snapshot_path(dir, &record.id);
-    let partial = path.with_extension("partial");
+    let partial = PartialFile::new(path.with_extension("partial"));
     {
         use std::io::Seek;
         source.seek(std::io::SeekFrom::Start(0))?;
-        let mut copy = File::create(&partial)?;
+        let mut copy = File::create(partial.path())?;
         std::io::copy(source, &mut copy)?;
         copy.sync_all()?;
     }
-    fs::rename(&partial, &path)?;
+    fs::rename(partial.path(), &path)?;
+    partial.keep();
     sync_dir(dir)?;
 
     db.replace_group(group, || {
@@ -458,6 +461,22 @@ pub fn current(db: &Store, group: GroupId) -> StoreResult<Option<SnapshotRecord>
         Some(value) => Ok(Some(decode(value.value())?)),
         None => Ok(None),
     }
+}
+
+/// Removes the partial snapshot files a crash may have left in `dir`.
+pub fn remove_partial_files(dir: &Path) -> StoreResult<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error.into()),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().ends_with(".partial") {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn remove_other_snapshots(dir: &Path, keep: &str) -> StoreResult<()> {

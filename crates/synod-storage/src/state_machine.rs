@@ -110,6 +110,7 @@ impl StateMachine {
     pub fn new(db: Arc<Store>, group: GroupId, snapshot_dir: PathBuf) -> StoreResult<Self> {
         // Built now, before the member serves, rather than by the first apply.
         db.key_index(group)?;
+        snapshot::remove_partial_files(&snapshot_dir)?;
         let (revision, compacted) = MvccReader::new(db.clone(), group).revisions()?;
         let (applied, _) = watch::channel(Applied {
             log_index: 0,
@@ -164,12 +165,15 @@ impl StateMachine {
         }
     }
 
-    /// Fails the apply if the last durable commit, once done, failed: the
-    /// database can then no longer vouch for what it holds.
-    async fn check_durable_commit(&self) -> Result<(), StorageError> {
+    /// Fails the apply if the last durable commit failed: the database can then
+    /// no longer vouch for what it holds. Looks only at one that has finished,
+    /// unless `wait`.
+    async fn check_durable_commit(&self, wait: bool) -> Result<(), StorageError> {
         let finished = {
             let mut commits = crate::sync::lock(&self.durable_commits);
-            commits.running.take_if(|running| running.is_finished())
+            commits
+                .running
+                .take_if(|running| wait || running.is_finished())
         };
         if let Some(finished) = finished {
             finished
@@ -587,7 +591,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     .write_state_machine()
                 })?;
         }
-        self.check_durable_commit().await?;
+        self.check_durable_commit(false).await?;
         let db = self.db.clone();
         let group = self.group;
         // A small batch touching few keys is applied right here: handing it to
@@ -614,8 +618,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             })
             .await
             .map_err(|error| StoreError::from(error).write_state_machine())?,
-        }
-        .map_err(StoreError::write_state_machine)?;
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(error) => {
+                // A durable commit that failed under this apply (the disk is full,
+                // say) leaves redb answering only "previous I/O error": its own
+                // error is the cause worth reporting.
+                self.check_durable_commit(true).await?;
+                return Err(StoreError::write_state_machine(error));
+            }
+        };
         self.publish(
             batch.log_index,
             batch.revision,

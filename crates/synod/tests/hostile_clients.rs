@@ -32,11 +32,11 @@ const STEADY_INTERVAL: Duration = Duration::from_millis(20);
 /// The longest the cluster may go without acknowledging a write during a case.
 const WRITE_GAP_MAX: Duration = Duration::from_secs(2);
 
-/// Writes one key every [`STEADY_INTERVAL`] through every member, recording when
-/// each write was acknowledged.
+/// Writes one key every [`STEADY_INTERVAL`] through every member (or one),
+/// recording when each write was acknowledged and how long it took.
 struct SteadyWriter {
     stop: Arc<AtomicBool>,
-    task: JoinHandle<Vec<Instant>>,
+    task: JoinHandle<Vec<(Instant, Duration)>>,
     started: Instant,
     term: u64,
     client: Client,
@@ -44,21 +44,27 @@ struct SteadyWriter {
 
 impl SteadyWriter {
     async fn start(cluster: &Cluster) -> SteadyWriter {
+        Self::start_through(cluster, &cluster.endpoints()).await
+    }
+
+    async fn start_through(cluster: &Cluster, endpoints: &[String]) -> SteadyWriter {
         let mut client = connect(&cluster.endpoints()).await;
         let term = client.status().await.unwrap().raft_term();
+        let writes = connect(endpoints).await;
         let stop = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let task = tokio::spawn({
             let stop = stop.clone();
-            let mut client = client.clone();
+            let mut client = writes;
             async move {
                 let mut acknowledged = Vec::new();
                 let mut count = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     count += 1;
+                    let sent = Instant::now();
                     let put = client.put("steady", count.to_string(), None);
                     if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(5), put).await {
-                        acknowledged.push(Instant::now());
+                        acknowledged.push((Instant::now(), sent.elapsed()));
                     }
                     tokio::time::sleep(STEADY_INTERVAL).await;
                 }
@@ -75,14 +81,14 @@ impl SteadyWriter {
     }
 
     /// Stops writing and checks that writes kept flowing and the leader's term
-    /// stayed where it was.
-    async fn finish(mut self) {
+    /// stayed where it was. Returns each write's latency.
+    async fn finish(mut self) -> Vec<Duration> {
         self.stop.store(true, Ordering::Relaxed);
         let ended = Instant::now();
         let acknowledged = self.task.await.unwrap();
         let mut gap = Duration::ZERO;
         let mut previous = self.started;
-        for at in acknowledged.iter().copied().chain([ended]) {
+        for at in acknowledged.iter().map(|(at, _)| *at).chain([ended]) {
             gap = gap.max(at.saturating_duration_since(previous));
             previous = at;
         }
@@ -97,7 +103,21 @@ impl SteadyWriter {
             term, self.term,
             "the leader's term moved: an election was held"
         );
+        acknowledged
+            .into_iter()
+            .map(|(_, latency)| latency)
+            .collect()
     }
+}
+
+/// The `quantile` (0 to 1) of `latencies`.
+fn quantile(mut latencies: Vec<Duration>, quantile: f64) -> Duration {
+    latencies.sort();
+    let last = latencies.len().saturating_sub(1);
+    latencies
+        .get((last as f64 * quantile).round() as usize)
+        .copied()
+        .unwrap_or_default()
 }
 
 /// A Txn `levels` deep with no compares, nesting each next level in its success
@@ -778,5 +798,333 @@ async fn client_deadlines_are_honoured_and_end_the_work() {
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// A tmpfs mounted over a directory for the length of a test, so that a member's
+/// disk can be filled without filling the machine's.
+struct Tmpfs {
+    path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` at `path`; `None` if this process may not mount
+    /// (mounting needs root), in which case the test cannot run here.
+    fn mount(path: &std::path::Path, bytes: u64) -> Option<Tmpfs> {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(path)
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let stats = nix::sys::statvfs::statvfs(&self.path).unwrap();
+        u64::from(stats.blocks_available()) * stats.fragment_size()
+    }
+
+    /// Writes a file that leaves `left` bytes free.
+    fn fill(&self, left: u64) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while self.free_bytes() > left + chunk.len() as u64 {
+            if file.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        file.sync_all().unwrap();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// Stops member `index`, moves its data dir onto a tmpfs of `bytes`, and starts
+/// it again. `None` if no tmpfs can be mounted here.
+fn move_onto_tmpfs(cluster: &mut Cluster, index: usize, bytes: u64) -> Option<Tmpfs> {
+    assert!(cluster.terminate(index), "the member did not stop cleanly");
+    let data_dir = cluster.members[index].data_dir.clone();
+    let saved = data_dir.with_extension("saved");
+    std::fs::rename(&data_dir, &saved).unwrap();
+    std::fs::create_dir(&data_dir).unwrap();
+    let Some(tmpfs) = Tmpfs::mount(&data_dir, bytes) else {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (it needs root)");
+        return None;
+    };
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(saved.join("."))
+        .arg(&data_dir)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    cluster.spawn(index);
+    Some(tmpfs)
+}
+
+/// Puts until one answers as `accepted` says (bounded by `wait`); the last
+/// answer's error text, if any.
+async fn put_until(client: &mut Client, wait: Duration, accepted: bool) -> Option<String> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let answer = client.put("disk", "x", None).await;
+        if answer.is_ok() == accepted {
+            return answer.err().map(|error| error.to_string());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes were still {} after {wait:?}: {answer:?}",
+            if accepted { "refused" } else { "accepted" }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disk_running_full_stops_writes_clearly_and_they_resume_by_themselves() {
+    let reserve: u64 = 16 * 1024 * 1024;
+    let mut cluster = Cluster::start(3, &["--disk-reserve-bytes", &reserve.to_string()]).await;
+    let target = cluster.follower().await;
+    let Some(disk) = move_onto_tmpfs(&mut cluster, target, 96 * 1024 * 1024) else {
+        return;
+    };
+    cluster.wait_ready().await;
+    let mut client = connect(&cluster.endpoints()).await;
+    client.put("before", "ok", None).await.unwrap();
+
+    // Below the reserve: the member raises NOSPACE, and every member refuses
+    // writes with etcd's error while reads go on, on the full member too.
+    let filler = disk.fill(reserve / 2);
+    let refusal = put_until(&mut client, Duration::from_secs(10), false).await;
+    let refusal = refusal.unwrap_or_default();
+    assert!(
+        refusal.contains("etcdserver: mvcc: database space exceeded"),
+        "{refusal}"
+    );
+    let alarms = client
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .unwrap();
+    let full_member = cluster
+        .client(target)
+        .await
+        .status()
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .member_id();
+    let raised: Vec<u64> = alarms
+        .alarms()
+        .iter()
+        .map(|alarm| alarm.member_id())
+        .collect();
+    assert_eq!(raised, [full_member]);
+    for member in 0..3 {
+        let mut reader = cluster.client(member).await;
+        let read = reader.get("before", None).await.unwrap();
+        assert_eq!(read.kvs()[0].value(), b"ok");
+    }
+
+    // A defragmentation that would fill the disk is refused, leaving nothing
+    // behind.
+    let mut full = cluster.client(target).await;
+    let error = full
+        .defragment()
+        .await
+        .expect_err("a defragmentation on a full disk ran");
+    assert!(
+        error
+            .to_string()
+            .contains("not enough free disk to defragment"),
+        "{error}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&cluster.members[target].data_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".defrag") || name.ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // Space back: writes resume with nobody disarming anything.
+    std::fs::remove_file(filler).unwrap();
+    put_until(&mut client, Duration::from_secs(10), true).await;
+    let alarms = client
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(alarms.alarms().len(), 0, "the NOSPACE alarm stayed");
+    assert!(cluster.exited_members().is_empty(), "a member exited");
+    let revision = client
+        .put("after", "ok", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    cluster.assert_replicas_agree(revision).await;
+    drop(cluster);
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_whose_disk_fills_exits_and_restarts_with_its_data() {
+    // No reserve: the disk fills under the member's writes.
+    let mut cluster = Cluster::start(1, &["--disk-reserve-bytes", "0"]).await;
+    let Some(disk) = move_onto_tmpfs(&mut cluster, 0, 64 * 1024 * 1024) else {
+        return;
+    };
+    cluster.wait_ready().await;
+    let mut client = cluster.client(0).await;
+    let mut acknowledged = 0;
+    let value = "v".repeat(64 * 1024);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match client
+            .put(format!("key/{acknowledged:05}"), value.as_str(), None)
+            .await
+        {
+            Ok(_) => acknowledged += 1,
+            Err(_) => break,
+        }
+        assert!(Instant::now() < deadline, "the disk never filled");
+    }
+    // The member exits non-zero, saying why, rather than answer "stopped" for ever.
+    let exit = async {
+        loop {
+            if let Some(exited) = cluster.exited_members().pop() {
+                return exited;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (_, status) = tokio::time::timeout(Duration::from_secs(20), exit)
+        .await
+        .expect("the member with a full disk kept running");
+    assert!(!status.contains("exit status: 0"), "{status}");
+    assert!(
+        cluster.log_text(0).contains("No space left on device"),
+        "{}",
+        cluster.members[0].log_tail(20)
+    );
+
+    // With room again it starts, and every acknowledged write is there.
+    std::fs::remove_file(disk.fill(0)).unwrap();
+    for entry in std::fs::read_dir(cluster.members[0].data_dir.join("snapshots"))
+        .into_iter()
+        .flatten()
+    {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".partial"), "{name}");
+    }
+    cluster.spawn(0);
+    cluster.wait_ready().await;
+    let mut client = cluster.client(0).await;
+    let stored = keys_under(&mut client, "key").await;
+    assert!(
+        stored >= acknowledged,
+        "{stored} keys stored, {acknowledged} acknowledged"
+    );
+    drop(cluster);
+    drop(disk);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_range_reads_do_not_stall_writes() {
+    use synod_proto::etcdserverpb::RangeRequest;
+
+    let keys: usize = std::env::var("SYNOD_TEST_LARGE_READ_KEYS")
+        .ok()
+        .and_then(|keys| keys.parse().ok())
+        .unwrap_or(20_000);
+    let cluster = Cluster::start(3, &[]).await;
+    let target = cluster.leader().await;
+    let endpoint = cluster.members[target].endpoint();
+
+    // keys of 1 KiB, 100 to a Txn.
+    let mut kv = raw_kv(&endpoint).await;
+    let value = vec![b'v'; 1024];
+    for first in (0..keys).step_by(100) {
+        let success = (first..keys.min(first + 100))
+            .map(|index| RequestOp {
+                request: Some(Op::RequestPut(PutRequest {
+                    key: format!("bulk/{index:08}").into_bytes(),
+                    value: value.clone(),
+                    ..Default::default()
+                })),
+            })
+            .collect();
+        kv.txn(TxnRequest {
+            success,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+
+    let idle = SteadyWriter::start_through(&cluster, &[endpoint.clone()]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = quantile(idle.finish().await, 0.99);
+
+    // Four clients read the whole key space over and over.
+    let writer = SteadyWriter::start_through(&cluster, &[endpoint.clone()]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..4 {
+        let mut kv = raw_kv(&endpoint)
+            .await
+            .max_decoding_message_size(usize::MAX);
+        let stop = stop.clone();
+        readers.push(tokio::spawn(async move {
+            let mut lists = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let response = kv
+                    .range(RangeRequest {
+                        key: b"bulk/".to_vec(),
+                        range_end: b"bulk0".to_vec(),
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(response.kvs.len(), keys);
+                lists += 1;
+            }
+            lists
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lists = 0;
+    for reader in readers {
+        lists += reader.await.unwrap();
+    }
+    let latencies = writer.finish().await;
+    let worst = latencies.iter().max().copied().unwrap_or_default();
+    let loaded = quantile(latencies, 0.99);
+    eprintln!(
+        "{lists} full reads of {keys} keys; put p99 idle {idle:?}, during the reads {loaded:?} \
+         ({:.1}x), worst {worst:?}",
+        loaded.as_secs_f64() / idle.as_secs_f64().max(1e-6)
     );
 }

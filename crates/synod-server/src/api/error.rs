@@ -57,6 +57,19 @@ pub enum ApiError {
     /// A write met the NOSPACE alarm or would exceed `--quota-backend-bytes`.
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    /// A defragmentation would leave the data dir's disk below its reserve.
+    #[error(
+        "synod: not enough free disk to defragment: the copy needs about {needed} bytes and \
+         {free} are free, of which --disk-reserve-bytes keeps {reserve}; free space first"
+    )]
+    NoRoomToDefragment {
+        /// Bytes the copy needs.
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+        /// Bytes kept free.
+        reserve: u64,
+    },
     /// A leader-only request reached a member that does not lead.
     #[error("etcdserver: not leader")]
     NotLeader,
@@ -175,7 +188,7 @@ impl ApiError {
             | ApiError::LearnerNotReady
             | ApiError::BadLeaderTransferee => Code::FailedPrecondition,
             ApiError::LeaderTransferTimeout => Code::Unavailable,
-            ApiError::NoSpace => Code::ResourceExhausted,
+            ApiError::NoSpace | ApiError::NoRoomToDefragment { .. } => Code::ResourceExhausted,
             ApiError::MemberNotFound => Code::NotFound,
             ApiError::BadMemberUrls => Code::InvalidArgument,
             ApiError::MessageTooLarge { .. } => Code::ResourceExhausted,

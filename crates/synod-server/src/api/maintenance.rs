@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 
 use super::commit::{commit, unexpected};
 use super::error::{unimplemented, ApiError};
+use crate::disk_guard;
 use crate::node::{Node, DEFAULT_GROUP};
 use crate::transfer::{self, TransferError};
 use synod_proto::synodpb::command::Op;
@@ -133,6 +134,20 @@ impl Maintenance for MaintenanceService {
         _request: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         let store = self.node.db.clone();
+        // The copy takes about the space in use; refuse rather than fill the disk.
+        let measured = store.clone();
+        let in_use = Self::blocking(move || measured.size()).await?.in_use_bytes;
+        let reserve = self.node.limits.disk_reserve_bytes;
+        let free = disk_guard::free_bytes(&self.node.data_dir)
+            .map_err(|error| ApiError::Internal(error.to_string()))?;
+        if free < in_use.saturating_add(reserve) {
+            return Err(ApiError::NoRoomToDefragment {
+                needed: in_use,
+                free,
+                reserve,
+            }
+            .into());
+        }
         let started = std::time::Instant::now();
         let before = store.file_size();
         Self::blocking(move || store.defragment()).await?;

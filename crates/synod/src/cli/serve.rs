@@ -116,6 +116,12 @@ pub struct ServeFlags {
     )]
     quota_backend_bytes: i64,
 
+    /// Free bytes to keep on the data dir's disk (synod's own flag): below them the
+    /// member raises the NOSPACE alarm, so writes stop cleanly before the disk
+    /// fills, and disarms it once space is back. 0 disables the check.
+    #[arg(long, env = "SYNOD_DISK_RESERVE_BYTES", default_value_t = synod_server::limits::DEFAULT_DISK_RESERVE_BYTES)]
+    disk_reserve_bytes: u64,
+
     /// Bytes of the database's page cache (synod's own flag). Reads that miss it
     /// are served from the OS page cache; a bigger cache trades memory for fewer
     /// copies.
@@ -210,6 +216,7 @@ impl ServeFlags {
                     self.election_timeout,
                 )),
                 backend_quota_bytes: Limits::backend_quota_for(self.quota_backend_bytes),
+                disk_reserve_bytes: self.disk_reserve_bytes,
             },
             name: self.name,
             data_dir: self.data_dir,

@@ -24,9 +24,12 @@ pub use etcd::{EtcdServer, Etcdctl, ETCD_READY_TIMEOUT};
 pub use soft_checks::{expect_error, finish_checks, mismatch, must, soft_fail, truncate};
 pub use synod_harness::{Member, READY_TIMEOUT};
 
-/// The `synod` binary under test.
+/// The `synod` binary under test: this crate's, or the one `SYNOD_TEST_BIN`
+/// names (to measure a case against a release build).
 pub fn synod_binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_synod"))
+    std::env::var_os("SYNOD_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_synod")))
 }
 
 /// The value of a harness call that must succeed; fails the test otherwise.
