@@ -24,6 +24,8 @@ VALUE_SIZE=${VALUE_SIZE:-256}                # bytes per written value
 CONNS=${CONNS:-}                             # --conns (empty: synod bench's default)
 LOAD_KEYS=${LOAD_KEYS:-1000000}              # keys loaded for the footprint (0 skips it)
 LOAD_CLIENTS=${LOAD_CLIENTS:-128}            # clients doing that load
+LARGE_READ_KEYS=${LARGE_READ_KEYS:-200000}   # keys of 1 KiB for the large-reads run (0 skips it)
+LARGE_READERS=${LARGE_READERS:-4}            # clients reading the whole key space over and over
 RESULTS=${RESULTS:-$ROOT/bench/results/$(date +%Y%m%d-%H%M%S)}
 SKIP_BUILD=${SKIP_BUILD:-0}                  # 1: use the synod binary as it is
 SYNOD=${SYNOD:-$ROOT/target/release/synod}
@@ -338,6 +340,70 @@ footprint() {
   stop_cluster "$tag"
 }
 
+# ---- large reads: writes while clients read the whole key space -------------------
+# put_once ENDPOINT DURATION LABEL: one client's puts for DURATION, as a JSON line.
+put_once() {
+  "$SYNOD" bench put --endpoints "$1" --clients 1 --duration "$2" --value-size "$VALUE_SIZE" \
+    --json --label "$3" 2>>"$RESULTS/bench-stderr.log" || echo '{}'
+}
+
+large_reads() {
+  local system=$1 tag="$1-large-reads" leader idle during i stop lists=0
+  log "large reads: $system, $LARGE_READ_KEYS keys of 1 KiB, $LARGE_READERS readers"
+  start_cluster "$system" "$tag"
+  "$SYNOD" bench put --endpoints "$ENDPOINTS" --clients 64 --total "$LARGE_READ_KEYS" \
+    --key-space "$LARGE_READ_KEYS" --sequential-keys --key-prefix bulk/ --value-size 1024 \
+    --json --label "$system bulk load" >/dev/null 2>>"$RESULTS/bench-stderr.log" ||
+    die "loading $LARGE_READ_KEYS keys into $system failed (see $RESULTS/bench-stderr.log)"
+  wait_members_agree
+  leader=$(leader_endpoint)
+  [ -n "$leader" ] || die "no $system member answers as leader"
+  idle=$(put_once "$leader" 5s "$system idle")
+  # The readers run at the lowest priority, as clients on other machines would
+  # take nothing from the members' cores; each drops the answer it gets.
+  stop=$WORK/$tag/stop
+  for i in $(seq 1 "$LARGE_READERS"); do
+    (
+      n=0
+      while [ ! -e "$stop" ]; do
+        ETCDCTL_API=3 nice -n 19 "$ETCDCTL" --endpoints="$leader" --command-timeout=120s \
+          get bulk/ --prefix -w protobuf >/dev/null 2>>"$RESULTS/bench-stderr.log" || true
+        n=$((n + 1))
+      done
+      echo "$n" >"$WORK/$tag/reader-$i"
+    ) &
+    STARTED_PIDS+=($!)
+  done
+  sleep 1
+  during=$(put_once "$leader" 10s "$system during reads")
+  touch "$stop"
+  wait "${STARTED_PIDS[@]: -$LARGE_READERS}" 2>/dev/null || true
+  for i in $(seq 1 "$LARGE_READERS"); do lists=$((lists + $(cat "$WORK/$tag/reader-$i" 2>/dev/null || echo 0))); done
+  jq -cn --arg system "$system" --argjson keys "$LARGE_READ_KEYS" --argjson lists "$lists" \
+    --argjson idle "$idle" --argjson during "$during" \
+    '{system: $system, keys: $keys, lists: $lists,
+      idle_p99_us: $idle.p99_us, idle_max_us: $idle.max_us,
+      during_p50_us: $during.p50_us, during_p99_us: $during.p99_us, during_max_us: $during.max_us,
+      during_ops_per_sec: $during.ops_per_sec}' >>"$LARGE_READS"
+  stop_cluster "$tag"
+}
+
+print_large_reads() {
+  [ -s "$LARGE_READS" ] || return 0
+  echo
+  echo "Puts by one client through the leader, idle and while $LARGE_READERS clients read all"
+  echo "$LARGE_READ_KEYS keys of 1 KiB over and over (lists = full reads finished meanwhile):"
+  printf '%-6s %10s %10s %10s %10s %10s %10s %6s\n' system "idle p99" "idle max" "p50" "p99" "max" \
+    "p99/idle" lists
+  jq -r '[.system, .idle_p99_us, .idle_max_us, .during_p50_us, .during_p99_us, .during_max_us,
+          .lists] | @tsv' "$LARGE_READS" |
+    while IFS=$'\t' read -r system idle_p99 idle_max p50 p99 max lists; do
+      printf '%-6s %10s %10s %10s %10s %10s %10s %6s\n' "$system" "$(ms "$idle_p99")" \
+        "$(ms "$idle_max")" "$(ms "$p50")" "$(ms "$p99")" "$(ms "$max")" \
+        "$(ratio "$p99" "$idle_p99")" "$lists"
+    done
+}
+
 # ---- the table --------------------------------------------------------------------
 # best SYSTEM NAME CLIENTS VIA -> "ops/s p99_us errors cpu_us" over the rounds: the
 # highest ops/s and the lowest p99 (each the best of the rounds), the errors summed
@@ -430,8 +496,10 @@ main() {
   mkdir -p "$RESULTS"
   RAW=$RESULTS/raw.jsonl
   FOOTPRINT=$RESULTS/footprint.jsonl
+  LARGE_READS=$RESULTS/large-reads.jsonl
   : >"$RAW"
   : >"$FOOTPRINT"
+  : >"$LARGE_READS"
   {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "etcd: $("$ETCD" --version | head -n 1)"
@@ -440,6 +508,7 @@ main() {
     echo "CLIENTS=$CLIENTS WORKLOADS=$WORKLOADS SYSTEMS=$SYSTEMS DURATION=$DURATION"
     echo "WARMUP=$WARMUP ROUNDS=$ROUNDS KEY_SPACE=$KEY_SPACE VALUE_SIZE=$VALUE_SIZE CONNS=${CONNS:-default}"
     echo "LOAD_KEYS=$LOAD_KEYS LOAD_CLIENTS=$LOAD_CLIENTS"
+    echo "LARGE_READ_KEYS=$LARGE_READ_KEYS LARGE_READERS=$LARGE_READERS"
   } >"$RESULTS/settings.txt"
   log "results go to $RESULTS"
 
@@ -452,6 +521,9 @@ main() {
   if [ "$LOAD_KEYS" -gt 0 ]; then
     for system in $SYSTEMS; do footprint "$system"; done
   fi
+  if [ "$LARGE_READ_KEYS" -gt 0 ]; then
+    for system in $SYSTEMS; do large_reads "$system"; done
+  fi
 
   {
     echo "synod vs etcd: 3 members each on 127.0.0.1, $DURATION per run after $WARMUP warm-up,"
@@ -462,6 +534,7 @@ main() {
     echo
     print_table
     print_footprint
+    print_large_reads
   } | tee "$RESULTS/summary.txt"
   log "raw results: $RAW; summary: $RESULTS/summary.txt"
 }

@@ -50,13 +50,38 @@ where
 #[derive(Debug)]
 pub struct BoundedEncoder<T>(PhantomData<T>);
 
+/// Encoded size from which a message is encoded off the async worker (see
+/// [`BoundedEncoder`]).
+pub const LARGE_MESSAGE_BYTES: usize = 1024 * 1024;
+
 impl<T: Message> Encoder for BoundedEncoder<T> {
     type Item = T;
     type Error = Status;
 
+    /// Encodes `item` into a buffer sized for it at once: left to grow, the
+    /// buffer of a 200 MB response is copied over and over as it doubles. A
+    /// message of [`LARGE_MESSAGE_BYTES`] or more takes long enough to encode
+    /// and free (a full-keyspace Range, say) to hold up every other request on
+    /// the same worker thread, so on a multi-threaded runtime that work moves
+    /// off it (`block_in_place` hands the worker's other tasks to another thread)
+    /// and runs at low priority (see [`crate::low_priority`]).
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(buf)
-            .map_err(|error| Status::internal(format!("failed to encode message: {error}")))
+        let length = item.encoded_len();
+        buf.reserve(length);
+        // The message is dropped where it is encoded: freeing a large one (a
+        // Range's hundreds of thousands of keys) takes time too.
+        let mut encode = move || {
+            item.encode(buf)
+                .map_err(|error| Status::internal(format!("failed to encode message: {error}")))
+        };
+        let multi_threaded = tokio::runtime::Handle::try_current().is_ok_and(|runtime| {
+            runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        });
+        if length >= LARGE_MESSAGE_BYTES && multi_threaded {
+            tokio::task::block_in_place(|| crate::low_priority::at_low_priority(encode))
+        } else {
+            encode()
+        }
     }
 }
 

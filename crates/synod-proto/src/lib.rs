@@ -5,6 +5,7 @@
 //! commands replicated through the Raft log and `synodpeer` the node-to-node RPC.
 
 pub mod codec;
+pub mod low_priority;
 pub mod nested;
 
 /// etcd's MVCC key-value types (`KeyValue`, `Event`).

@@ -7,6 +7,14 @@ use std::time::Duration;
 /// form a Txn travels in (log command, batch, forward) can exceed what decodes.
 pub use synod_proto::nested::TXN_NESTING_MAX;
 
+/// Encoded size from which an answer is encoded off the async workers, at low
+/// priority (see `synod_proto::codec`).
+pub use synod_proto::codec::LARGE_MESSAGE_BYTES;
+
+/// Records from which a client's Range reads them at low priority (see
+/// `synod_storage::mvcc::read`).
+pub use synod_storage::mvcc::read::BULK_READ_VERSIONS;
+
 /// Bounds on client requests.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

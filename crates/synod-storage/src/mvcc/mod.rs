@@ -119,7 +119,9 @@ impl MvccReader {
         let history = txn.open_table(HISTORY).map_err(StoreError::from)?;
         Ok(requests
             .iter()
-            .map(|request| read::range(&history, &index, self.group, request, current, compacted))
+            .map(|request| {
+                read::client_range(&history, &index, self.group, request, current, compacted)
+            })
             .collect())
     }
 

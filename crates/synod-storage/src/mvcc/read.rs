@@ -135,9 +135,25 @@ pub fn resolve_revision(requested: i64, current: i64, compacted: i64) -> Result<
     Ok(revision)
 }
 
+/// The key values of `versions`, read from `table`.
+fn read_versions<T>(table: &T, group: GroupId, versions: &[Version]) -> StoreResult<Vec<KeyValue>>
+where
+    T: ReadableTable<HistoryKey, &'static [u8]>,
+{
+    versions
+        .iter()
+        .map(|version| {
+            with_version(table, group, *version, |key, record| {
+                key_value(key, version.main, &record)
+            })
+        })
+        .collect()
+}
+
 /// Serves a Range request with etcd's exact semantics: `count` ignores `limit` and
 /// the revision filters, sorting happens before the limit, and `more` says whether
-/// the limit cut anything.
+/// the limit cut anything. The records are read on the calling thread: the write
+/// transaction's reads (Txn ranges, compares) use this.
 pub fn range<T>(
     table: &T,
     index: &RwLock<KeyIndex>,
@@ -149,6 +165,47 @@ pub fn range<T>(
 where
     T: ReadableTable<HistoryKey, &'static [u8]>,
 {
+    let read = |versions: &[Version]| read_versions(table, group, versions);
+    range_reading(index, request, current, compacted, read)
+}
+
+/// A client's Range: as [`range`], but a read of [`BULK_READ_VERSIONS`] records
+/// or more runs at low CPU priority (see `synod_proto::low_priority`), so that a
+/// full-keyspace read yields the cores to writes. Only the records are read
+/// there: the walk of the key index, under its lock, stays at full priority, or
+/// an apply waiting for that lock would wait on the slowest thread there is.
+pub fn client_range<T>(
+    table: &T,
+    index: &RwLock<KeyIndex>,
+    group: GroupId,
+    request: &RangeRequest,
+    current: i64,
+    compacted: i64,
+) -> Result<RangeResponse, MvccError>
+where
+    T: ReadableTable<HistoryKey, &'static [u8]> + Sync,
+{
+    let read = |versions: &[Version]| {
+        if versions.len() >= BULK_READ_VERSIONS {
+            synod_proto::low_priority::at_low_priority(|| read_versions(table, group, versions))
+        } else {
+            read_versions(table, group, versions)
+        }
+    };
+    range_reading(index, request, current, compacted, read)
+}
+
+/// Records read from which a client's Range runs at low priority: a few
+/// milliseconds of work, against the tens of microseconds a thread costs to start.
+pub const BULK_READ_VERSIONS: usize = 4096;
+
+fn range_reading(
+    index: &RwLock<KeyIndex>,
+    request: &RangeRequest,
+    current: i64,
+    compacted: i64,
+    read: impl FnOnce(&[Version]) -> StoreResult<Vec<KeyValue>>,
+) -> Result<RangeResponse, MvccError> {
     let revision = resolve_revision(request.revision, current, compacted)?;
     let span = KeySpan::new(&request.key, &request.range_end);
     let filtered = request.min_mod_revision != 0
@@ -176,12 +233,7 @@ where
     let keep = if request.count_only { 0 } else { keep };
 
     let (versions, count) = live_versions(index, &span, revision, keep)?;
-    let mut kvs = Vec::with_capacity(versions.len());
-    for version in versions {
-        kvs.push(with_version(table, group, version, |key, record| {
-            key_value(key, version.main, &record)
-        })?);
-    }
+    let mut kvs = read(&versions)?;
 
     if filtered {
         kvs.retain(|kv| passes_filters(request, kv));
