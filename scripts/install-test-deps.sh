@@ -4,7 +4,8 @@
 # with the well-known types' .proto files (the etcd-client crate used by the tests
 # compiles etcd's protos with them; protobuf-compiler only recommends
 # libprotobuf-dev, so --no-install-recommends leaves it out unless named), and
-# the C compiler and make that build jemalloc, synod's allocator; ss and prlimit,
+# the C compiler and make that build jemalloc, synod's allocator, and the C++
+# compiler that builds libFuzzer for the fuzz targets; ss and prlimit,
 # with which the hostile-client tests read a member's listen backlog and take its
 # file descriptors.
 set -euo pipefail
@@ -15,6 +16,7 @@ command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
 command -v make >/dev/null 2>&1 || missing+=(make)
 command -v ss >/dev/null 2>&1 || missing+=(iproute2)
 command -v prlimit >/dev/null 2>&1 || missing+=(util-linux)
