@@ -27,8 +27,8 @@ fn store() -> &'static (tempfile::TempDir, Arc<Store>) {
     static STORE: OnceLock<(tempfile::TempDir, Arc<Store>)> = OnceLock::new();
     STORE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let db = synod_storage::open_database(&dir.path().join("fuzz.redb"), 8 << 20)
-            .expect("a store");
+        let db =
+            synod_storage::open_database(&dir.path().join("fuzz.redb"), 8 << 20).expect("a store");
         (dir, db)
     })
 }

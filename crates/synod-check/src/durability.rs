@@ -1,4 +1,4 @@
-//! No acknowledged write is lost (DESIGN.md §5): every write a client saw
+//! No acknowledged write is lost (docs/ARCHITECTURE.md §1): every write a client saw
 //! acknowledged is in the store's history at the revision its response reported.
 //! So the write is either the key's value at the end of the history or was
 //! superseded by a later change — never silently undone by a crash, a failover or

@@ -1,6 +1,6 @@
 //! History checkers for black-box tests: each takes what clients recorded during a
 //! run (and, where needed, the store's own history read back after it) and says
-//! whether a contract of DESIGN.md §5 held, naming the first counterexample if not.
+//! whether a contract of docs/ARCHITECTURE.md §1 held, naming the first counterexample if not.
 //!
 //! - [`check_linearizable`]: a concurrent history of key-value operations (each
 //!   with the interval in which it was in flight and what it returned) can be

@@ -1,4 +1,4 @@
-//! The watch contract (DESIGN.md §5): a watch delivers every change to its keys
+//! The watch contract (docs/ARCHITECTURE.md §1): a watch delivers every change to its keys
 //! from its start revision on, at most and at least once, in revision order, with
 //! the values the store wrote — across leader changes and reconnects.
 //!

@@ -1,5 +1,5 @@
 //! The verdicts of a fault run, from what the workload recorded and the store's
-//! history read back after it: every contract of DESIGN.md §5 the run exercises.
+//! history read back after it: every contract of docs/ARCHITECTURE.md §1 the run exercises.
 
 use std::fmt;
 use std::time::{Duration, Instant};

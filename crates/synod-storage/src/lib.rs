@@ -1,5 +1,6 @@
-//! synod's storage: the Raft log, a write-ahead log per Raft group, and the MVCC
-//! state machine, in one redb database per node keyed by Raft group.
+//! synod's storage: the Raft log, a write-ahead log of its own per Raft group
+//! (`wal/`), and the MVCC state machine, in one redb database per node keyed by
+//! Raft group.
 //!
 //! No networking lives here. The node (`synod-server`) hands committed entries to
 //! [`StateMachine`] through openraft and serves reads with [`mvcc::MvccReader`].

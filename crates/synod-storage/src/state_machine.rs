@@ -58,7 +58,8 @@ pub struct Applied {
 }
 
 /// How often the applied state is made durable. Applies skip the fsync: the Raft
-/// log (its own file, synced on every append) holds every applied entry, and a
+/// log (its own files, flushed before an entry is applied) holds every applied
+/// entry, and a
 /// restart re-applies from the last durable commit. This bounds that replay, and
 /// lets the database reuse the pages freed since. The durable commit holds the
 /// database's write lock for its fsync, which grows with the data written since

@@ -2,7 +2,7 @@
 //!
 //! Log entries carry a [`Command`]: an etcd request exactly as the client sent it
 //! (after validation), wrapped in synod's `Command` protobuf. Its serde form is the
-//! protobuf encoding, so the log, snapshots and peer RPC all share one stable codec.
+//! protobuf encoding, so the log and the peer RPC share one stable codec.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};

@@ -2,7 +2,7 @@
 mod common;
 
 // Black-box compatibility: the `etcd-client` crate against a FOLLOWER of a 3-node synod
-// cluster. Expected results are etcd 3.4's (see the project's notes on etcd behaviour):
+// cluster. Expected results are etcd 3.4's (`differential_etcd.rs` asks a real etcd):
 // option semantics, compare semantics, error codes and messages, revisions. Mismatches
 // are collected (soft checks) and reported together at the end of each test.
 

@@ -2,8 +2,8 @@
 mod common;
 
 // Black-box compatibility: Debian's `etcdctl` 3.4 against a FOLLOWER of a 3-node synod
-// cluster. Every expected output is etcd 3.4.23's, as recorded in the project's notes on
-// etcd behaviour (exact stdout, stderr and exit codes); revisions are taken relative to
+// cluster. Every expected output is etcd 3.4.23's, as recorded from a real etcd (exact
+// stdout, stderr and exit codes); revisions are taken relative to
 // the cluster's revision when the test starts. Mismatches are collected (soft checks)
 // and reported together at the end of each test.
 

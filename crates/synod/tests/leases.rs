@@ -4,7 +4,7 @@ mod common;
 // Leases over real processes: expiry deletes the attached keys (in one revision),
 // keep-alive keeps them, revoke, time-to-live, listing, client-chosen ids, etcd's
 // errors and TTL bounds, detaching a key by a plain put; and leases kept alive
-// through a leader crash (DESIGN.md §5: failover never expires a live lease early).
+// through a leader crash (docs/ARCHITECTURE.md §1: failover never expires a live lease early).
 // Expected behaviour is etcd 3.4's.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,7 +3,7 @@ mod common;
 
 // Watches over real processes: etcd 3.4's watch semantics against a follower
 // (prefix, history replay, filters, prev_kv, cancel, progress, compaction), and
-// DESIGN.md §5's contract under a leader crash and restart: every watcher gets every
+// docs/ARCHITECTURE.md §1's contract under a leader crash and restart: every watcher gets every
 // change exactly once, in revision order, resuming on another member with
 // start_revision = last seen + 1.
 

@@ -1,7 +1,7 @@
 //! One workload watcher: follows every change under the prefix, moving to another
 //! (random) member whenever its stream breaks or goes silent, and resuming from
 //! the revision after the last change it got — as a client must to get each
-//! change exactly once (DESIGN.md §5). What it received is checked after the run
+//! change exactly once (docs/ARCHITECTURE.md §1). What it received is checked after the run
 //! with [`synod_check::check_watch`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
