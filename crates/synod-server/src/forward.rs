@@ -190,3 +190,37 @@ pub async fn serve(node: &Node, commands: Vec<CommandMessage>) -> Vec<ForwardedR
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_exchange_with_the_leader_leaves_the_outcome_unknown() {
+        let unknown = |status: tonic::Status| {
+            matches!(
+                link_failure(&status),
+                ForwardError::Failed(NodeError::ConnectionLost)
+            )
+        };
+        assert!(unknown(tonic::Status::internal(
+            "failed to decode Protobuf message: ResponseOp.response"
+        )));
+        assert!(unknown(tonic::Status::unavailable(
+            "the leader ended the forward stream"
+        )));
+        assert!(matches!(
+            link_failure(&not_leader()),
+            ForwardError::NotProposed
+        ));
+        assert!(matches!(
+            link_failure(&tonic::Status::deadline_exceeded("late")),
+            ForwardError::Failed(NodeError::Timeout)
+        ));
+        // A command the leader itself answered with an error keeps that error.
+        assert!(matches!(
+            failure(tonic::Status::unavailable("etcdserver: server stopped")),
+            ForwardError::Failed(NodeError::Forwarded(_))
+        ));
+    }
+}

@@ -226,6 +226,36 @@ mod tests {
     }
 
     #[test]
+    fn a_txn_nested_past_the_bound_is_refused_as_etcd_refuses_it() {
+        let nest = |levels: usize| {
+            let mut txn = TxnRequest {
+                success: vec![put("k")],
+                ..Default::default()
+            };
+            for _ in 1..levels {
+                txn = TxnRequest {
+                    success: vec![RequestOp {
+                        request: Some(Request::RequestTxn(txn)),
+                    }],
+                    ..Default::default()
+                };
+            }
+            txn
+        };
+        // One operation a level: the bound is also what --max-txn-ops allows.
+        assert!(check_txn(&nest(TXN_NESTING_MAX), 128).is_ok());
+        assert!(matches!(
+            check_txn(&nest(TXN_NESTING_MAX + 1), 128),
+            Err(ApiError::TooManyOps)
+        ));
+        // A larger --max-txn-ops does not lift the nesting bound.
+        assert!(matches!(
+            check_txn(&nest(TXN_NESTING_MAX + 1), 1024),
+            Err(ApiError::TooManyOps)
+        ));
+    }
+
+    #[test]
     fn counts_ops_per_branch() {
         let many: Vec<RequestOp> = (0..100).map(|i| put(&format!("k{i}"))).collect();
         assert!(check_txn(&txn(many.clone(), many.clone()), 128).is_ok());

@@ -353,3 +353,26 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_failed_call_waits_out_the_backoff() {
+        for code in [
+            tonic::Code::InvalidArgument,
+            tonic::Code::NotFound,
+            tonic::Code::Internal,
+            tonic::Code::Unknown,
+            tonic::Code::Unavailable,
+            tonic::Code::DeadlineExceeded,
+        ] {
+            let error = rpc_error::<openraft::error::Infallible>(&Status::new(code, "refused"));
+            assert!(
+                matches!(error, RPCError::Unreachable(_)),
+                "{code:?} would be retried at once"
+            );
+        }
+    }
+}
