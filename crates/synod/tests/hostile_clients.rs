@@ -613,19 +613,20 @@ fn listen_backlog(port: u16) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn listeners_take_a_burst_of_connections() {
-    let cluster = Cluster::start(1, &[]).await;
+    let cluster = Cluster::start(3, &[]).await;
     let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    let member = &cluster.members[0];
-    for port in [member.client_port, member.peer_port] {
-        let backlog = listen_backlog(port);
-        assert!(
-            backlog >= 1024.min(somaxconn),
-            "port {port} listens with a backlog of {backlog} (somaxconn {somaxconn})"
-        );
+    for member in &cluster.members {
+        for port in [member.client_port, member.peer_port] {
+            let backlog = listen_backlog(port);
+            assert!(
+                backlog >= 1024.min(somaxconn),
+                "port {port} listens with a backlog of {backlog} (somaxconn {somaxconn})"
+            );
+        }
     }
 }
 
@@ -698,6 +699,7 @@ async fn client_deadlines_are_honoured_and_end_the_work() {
     use synod_proto::v3lockpb::LockRequest;
 
     let mut cluster = Cluster::start(3, &[]).await;
+    let writer = SteadyWriter::start(&cluster).await;
     let endpoint = cluster.members[0].endpoint();
     let client = raw_h2(&endpoint).await;
     let mut holder = cluster.client(0).await;
@@ -769,6 +771,8 @@ async fn client_deadlines_are_honoured_and_end_the_work() {
         started.elapsed()
     );
 
+    writer.finish().await;
+
     // A read on a member that has lost its quorum answers at the deadline, not
     // after synod's own request timeout.
     cluster.kill(1);
@@ -819,6 +823,17 @@ impl Tmpfs {
         status.success().then(|| Tmpfs {
             path: path.to_path_buf(),
         })
+    }
+
+    /// Grows (or shrinks) the file system to `bytes`, as an operator adding
+    /// disk space would.
+    fn resize(&self, bytes: u64) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.path)
+            .status()
+            .unwrap();
+        assert!(status.success());
     }
 
     fn free_bytes(&self) -> u64 {
@@ -990,61 +1005,72 @@ async fn a_disk_running_full_stops_writes_clearly_and_they_resume_by_themselves(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_whose_disk_fills_exits_and_restarts_with_its_data() {
     // No reserve: the disk fills under the member's writes.
-    let mut cluster = Cluster::start(1, &["--disk-reserve-bytes", "0"]).await;
-    let Some(disk) = move_onto_tmpfs(&mut cluster, 0, 64 * 1024 * 1024) else {
+    let mut cluster = Cluster::start(3, &["--disk-reserve-bytes", "0"]).await;
+    let target = cluster.follower().await;
+    let Some(disk) = move_onto_tmpfs(&mut cluster, target, 64 * 1024 * 1024) else {
         return;
     };
     cluster.wait_ready().await;
-    let mut client = cluster.client(0).await;
-    let mut acknowledged = 0;
+    let others: Vec<String> = (0..3)
+        .filter(|member| *member != target)
+        .map(|member| cluster.members[member].endpoint())
+        .collect();
+    let writer = SteadyWriter::start_through(&cluster, &others).await;
+    let leader = cluster.leader().await;
+    let mut client = cluster.client(leader).await;
     let value = "v".repeat(64 * 1024);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match client
-            .put(format!("key/{acknowledged:05}"), value.as_str(), None)
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut written = 0;
+    // The member exits non-zero, saying why, rather than answer "stopped" for
+    // ever; the others go on.
+    let (_, status) = loop {
+        if let Some(exited) = cluster.exited_members().pop() {
+            break exited;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the member with a full disk kept running"
+        );
+        client
+            .put(format!("key/{written:05}"), value.as_str(), None)
             .await
-        {
-            Ok(_) => acknowledged += 1,
-            Err(_) => break,
-        }
-        assert!(Instant::now() < deadline, "the disk never filled");
-    }
-    // The member exits non-zero, saying why, rather than answer "stopped" for ever.
-    let exit = async {
-        loop {
-            if let Some(exited) = cluster.exited_members().pop() {
-                return exited;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            .unwrap();
+        written += 1;
     };
-    let (_, status) = tokio::time::timeout(Duration::from_secs(20), exit)
-        .await
-        .expect("the member with a full disk kept running");
     assert!(!status.contains("exit status: 0"), "{status}");
     assert!(
-        cluster.log_text(0).contains("No space left on device"),
+        cluster.log_text(target).contains("No space left on device"),
         "{}",
-        cluster.members[0].log_tail(20)
+        cluster.members[target].log_tail(20)
     );
+    for _ in 0..20 {
+        client
+            .put(format!("key/{written:05}"), value.as_str(), None)
+            .await
+            .unwrap();
+        written += 1;
+    }
+    writer.finish().await;
 
-    // With room again it starts, and every acknowledged write is there.
-    std::fs::remove_file(disk.fill(0)).unwrap();
-    for entry in std::fs::read_dir(cluster.members[0].data_dir.join("snapshots"))
-        .into_iter()
-        .flatten()
-    {
+    // With room again it starts, left no partial file, and catches up.
+    disk.resize(256 * 1024 * 1024);
+    let snapshots = cluster.members[target].data_dir.join("snapshots");
+    for entry in std::fs::read_dir(snapshots).into_iter().flatten() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         assert!(!name.ends_with(".partial"), "{name}");
     }
-    cluster.spawn(0);
+    cluster.spawn(target);
     cluster.wait_ready().await;
-    let mut client = cluster.client(0).await;
-    let stored = keys_under(&mut client, "key").await;
-    assert!(
-        stored >= acknowledged,
-        "{stored} keys stored, {acknowledged} acknowledged"
-    );
+    let revision = client
+        .put("after", "ok", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    cluster.assert_replicas_agree(revision).await;
+    let mut restarted = cluster.client(target).await;
+    assert_eq!(keys_under(&mut restarted, "key").await, written);
     drop(cluster);
     drop(disk);
 }
