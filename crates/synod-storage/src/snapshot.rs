@@ -444,12 +444,36 @@ fn wipe_group(txn: &WriteTransaction, group: GroupId) -> StoreResult<()> {
     Ok(())
 }
 
-fn set_current(db: &Store, group: GroupId, dir: &Path, record: &SnapshotRecord) -> StoreResult<()> {
+/// Makes `record` the group's current snapshot, unless one covering more of the
+/// log already is (a build that finished after a newer install or build): then
+/// `record`'s own file goes instead.
+pub(crate) fn set_current(
+    db: &Store,
+    group: GroupId,
+    dir: &Path,
+    record: &SnapshotRecord,
+) -> StoreResult<()> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)?;
-    txn.open_table(SM_META)?
-        .insert((group, sm_meta::SNAPSHOT), encode(record)?.as_slice())?;
+    let superseded = {
+        let mut meta = txn.open_table(SM_META)?;
+        let current: Option<SnapshotRecord> = match meta.get((group, sm_meta::SNAPSHOT))? {
+            Some(value) => Some(decode(value.value())?),
+            None => None,
+        };
+        match current {
+            Some(current) if current.last_log_id > record.last_log_id => true,
+            _ => {
+                meta.insert((group, sm_meta::SNAPSHOT), encode(record)?.as_slice())?;
+                false
+            }
+        }
+    };
     txn.commit()?;
+    if superseded {
+        fs::remove_file(snapshot_path(dir, &record.id))?;
+        return Ok(());
+    }
     remove_other_snapshots(dir, &record.id)
 }
 
@@ -479,13 +503,17 @@ pub fn remove_partial_files(dir: &Path) -> StoreResult<()> {
     Ok(())
 }
 
+/// Removes every snapshot file but `keep`'s. Partial files are left alone: one may
+/// be a build under way (those a crash left are removed at start). A reader that
+/// opened a removed file still reads it whole; one that had not yet opened it
+/// finds the newer snapshot (see `StateMachine::get_current_snapshot`).
 fn remove_other_snapshots(dir: &Path, keep: &str) -> StoreResult<()> {
     let keep = format!("{keep}.snap");
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if name != keep && (name.ends_with(".snap") || name.ends_with(".partial")) {
+        if name != keep && name.ends_with(".snap") {
             fs::remove_file(entry.path())?;
         }
     }

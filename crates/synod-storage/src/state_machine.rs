@@ -57,6 +57,11 @@ pub struct Applied {
     pub lease_changes: u64,
 }
 
+/// Times the current snapshot is looked up again when its file was replaced
+/// between reading its record and opening it: more than snapshots are built in
+/// that moment.
+const SNAPSHOT_OPEN_ATTEMPTS: u32 = 3;
+
 /// How often the applied state is made durable. Applies skip the fsync: the Raft
 /// log (its own files, flushed before an entry is applied) holds every applied
 /// entry, and a
@@ -686,19 +691,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
+    /// The current snapshot, opened. A snapshot built or installed meanwhile
+    /// replaces the record and removes the file it named, so a file gone between
+    /// reading the record and opening it means the record is out of date: it is
+    /// read again.
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let record = snapshot::current(&self.db, self.group)
-            .map_err(|error| error.snapshot(ErrorVerb::Read))?;
-        let Some(record) = record else {
-            return Ok(None);
-        };
-        let file = tokio::fs::File::open(snapshot::snapshot_path(&self.snapshot_dir, &record.id))
-            .await
-            .map_err(|error| StoreError::from(error).snapshot(ErrorVerb::Read))?;
-        Ok(Some(Snapshot {
-            meta: snapshot_meta(&record),
-            snapshot: Box::new(file),
-        }))
+        let mut attempts = 0;
+        loop {
+            let record = snapshot::current(&self.db, self.group)
+                .map_err(|error| error.snapshot(ErrorVerb::Read))?;
+            let Some(record) = record else {
+                return Ok(None);
+            };
+            let path = snapshot::snapshot_path(&self.snapshot_dir, &record.id);
+            match tokio::fs::File::open(path).await {
+                Ok(file) => {
+                    return Ok(Some(Snapshot {
+                        meta: snapshot_meta(&record),
+                        snapshot: Box::new(file),
+                    }))
+                }
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::NotFound
+                        && attempts < SNAPSHOT_OPEN_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                Err(error) => return Err(StoreError::from(error).snapshot(ErrorVerb::Read)),
+            }
+        }
     }
 }
 
@@ -823,6 +844,37 @@ mod tests {
             "the apply held the task thread for {ticked:?}"
         );
         assert_eq!(results.len(), 1);
+    }
+
+    /// Snapshots may be built while one is read and while another is built or
+    /// installed: the newest stays current, a build that finishes late gives way,
+    /// and no build's partial file is taken from under it.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_newest_snapshot_stays_current_whatever_finishes_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = dir.path().join("snapshots");
+        let db = open_database(&dir.path().join("db.redb"), DEFAULT_CACHE_BYTES).unwrap();
+        let mut state_machine = StateMachine::new(db.clone(), 0, snapshots.clone()).unwrap();
+        state_machine.apply([entry(1, put(b"a"))]).await.unwrap();
+        let older = snapshot::build(&db, 0, &snapshots).unwrap();
+        state_machine.apply([entry(2, put(b"b"))]).await.unwrap();
+        let building = snapshots.join("under-way.partial");
+        std::fs::write(&building, b"a build under way").unwrap();
+        let newer = snapshot::build(&db, 0, &snapshots).unwrap();
+        assert!(
+            building.exists(),
+            "a build's partial file was removed under it"
+        );
+        assert!(!snapshot::snapshot_path(&snapshots, &older.id).exists());
+
+        // The older build finishing last does not replace the newer snapshot.
+        std::fs::write(snapshot::snapshot_path(&snapshots, &older.id), b"late").unwrap();
+        snapshot::set_current(&db, 0, &snapshots, &older).unwrap();
+        let current_record = snapshot::current(&db, 0).unwrap().unwrap();
+        assert_eq!(current_record.id, newer.id);
+        assert!(!snapshot::snapshot_path(&snapshots, &older.id).exists());
+        let current = state_machine.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.snapshot_id, newer.id);
     }
 
     fn save(db: &Store, attributes: MemberAttributes) {
