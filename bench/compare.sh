@@ -359,14 +359,17 @@ large_reads() {
   leader=$(leader_endpoint)
   [ -n "$leader" ] || die "no $system member answers as leader"
   idle=$(put_once "$leader" 5s "$system idle")
-  # The readers run at the lowest priority, as clients on other machines would
-  # take nothing from the members' cores; each drops the answer it gets.
+  # The readers run at the lowest priority and on the last core only, so that as
+  # far as they can they leave the members the cores, as clients on other
+  # machines would; each drops the answer it gets.
+  local pin=()
+  if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -gt 1 ]; then pin=(taskset -c "$(($(nproc) - 1))"); fi
   stop=$WORK/$tag/stop
   for i in $(seq 1 "$LARGE_READERS"); do
     (
       n=0
       while [ ! -e "$stop" ]; do
-        ETCDCTL_API=3 nice -n 19 "$ETCDCTL" --endpoints="$leader" --command-timeout=120s \
+        ETCDCTL_API=3 "${pin[@]}" nice -n 19 "$ETCDCTL" --endpoints="$leader" --command-timeout=120s \
           get bulk/ --prefix -w protobuf >/dev/null 2>>"$RESULTS/bench-stderr.log" || true
         n=$((n + 1))
       done
