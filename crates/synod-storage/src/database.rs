@@ -17,9 +17,10 @@ use redb::{
 use crate::error::{StoreError, StoreResult};
 use crate::mvcc::index::KeyIndex;
 use crate::mvcc::record::encode_version;
-use crate::mvcc::write::read_counter;
 use crate::partial_file::PartialFile;
-use crate::tables::{legacy, sm_meta, HISTORY, IDENTITY, LEASES, LEASE_KEYS, MEMBERS, SM_META};
+use crate::tables::{
+    legacy, read_counter, sm_meta, HISTORY, IDENTITY, LEASES, LEASE_KEYS, MEMBERS, SM_META,
+};
 use crate::types::GroupId;
 
 /// File name of the database inside the data dir: the store, its history, leases,

@@ -16,9 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
 use crate::mvcc::record::{encode_version, split_version};
-use crate::mvcc::write::read_counter;
 use crate::partial_file::PartialFile;
-use crate::tables::{sm_meta, HISTORY, LEASES, LEASE_KEYS, MEMBERS, SM_META};
+use crate::tables::{read_counter, sm_meta, HISTORY, LEASES, LEASE_KEYS, MEMBERS, SM_META};
 use crate::types::{GroupId, LogId, StoredMembership};
 use synod_proto::etcdserverpb::AlarmMember;
 

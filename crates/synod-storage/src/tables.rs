@@ -1,7 +1,10 @@
 //! The redb tables of a node's database. Every key starts with the Raft group id, so
 //! one database holds every group a node hosts.
 
-use redb::TableDefinition;
+use redb::{ReadableTable, TableDefinition};
+
+use crate::error::{StoreError, StoreResult};
+use crate::types::GroupId;
 
 /// A row of [`HISTORY`]: (group, main revision, sub revision).
 pub type HistoryKey = (u64, i64, i64);
@@ -62,3 +65,26 @@ pub mod sm_meta {
     /// Metadata of the snapshot file currently on disk.
     pub const SNAPSHOT: &str = "snapshot";
 }
+
+/// Reads a revision counter from a metadata table; a missing counter has its
+/// initial value.
+pub fn read_counter<T>(table: &T, group: GroupId, name: &str) -> StoreResult<i64>
+where
+    T: ReadableTable<(u64, &'static str), &'static [u8]>,
+{
+    match table.get((group, name))? {
+        Some(value) => {
+            let bytes: [u8; 8] = value
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("metadata {name} is not 8 bytes")))?;
+            Ok(i64::from_be_bytes(bytes))
+        }
+        None if name == sm_meta::REVISION => Ok(INITIAL_REVISION),
+        None => Ok(0),
+    }
+}
+
+/// The revision of an empty store. As in etcd it is 1, so the first write is
+/// revision 2 and clients can tell "no revision yet" (0) from an empty store.
+pub const INITIAL_REVISION: i64 = 1;

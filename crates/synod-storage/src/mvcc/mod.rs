@@ -4,6 +4,7 @@
 pub mod history;
 pub mod index;
 mod index_key;
+pub mod lineage;
 pub mod read;
 pub mod record;
 pub mod span;
@@ -16,7 +17,7 @@ use synod_proto::etcdserverpb::{AlarmMember, RangeRequest, RangeResponse};
 use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 
 use crate::error::StoreError;
-use crate::tables::{sm_meta, HISTORY, LEASES, LEASE_KEYS, SM_META};
+use crate::tables::{read_counter, sm_meta, HISTORY, LEASES, LEASE_KEYS, SM_META};
 use crate::types::GroupId;
 pub use write::MvccWriter;
 
@@ -114,8 +115,8 @@ impl MvccReader {
         // every version up to it (see `index`).
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let meta = txn.open_table(SM_META).map_err(StoreError::from)?;
-        let current = write::read_counter(&meta, self.group, sm_meta::REVISION)?;
-        let compacted = write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
+        let current = read_counter(&meta, self.group, sm_meta::REVISION)?;
+        let compacted = read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
         let history = txn.open_table(HISTORY).map_err(StoreError::from)?;
         Ok(requests
             .iter()
@@ -210,8 +211,8 @@ impl MvccReader {
     pub fn hash_kv(&self, revision: i64) -> Result<(u32, i64, i64), MvccError> {
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let meta = txn.open_table(SM_META).map_err(StoreError::from)?;
-        let current = write::read_counter(&meta, self.group, sm_meta::REVISION)?;
-        let compacted = write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
+        let current = read_counter(&meta, self.group, sm_meta::REVISION)?;
+        let compacted = read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?;
         let upto = read::resolve_revision(revision, current, compacted)?;
         let history = txn.open_table(HISTORY).map_err(StoreError::from)?;
         let mut hasher = crc32fast::Hasher::new();
@@ -271,8 +272,8 @@ impl MvccReader {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(SM_META)?;
         Ok((
-            write::read_counter(&meta, self.group, sm_meta::REVISION)?,
-            write::read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?,
+            read_counter(&meta, self.group, sm_meta::REVISION)?,
+            read_counter(&meta, self.group, sm_meta::COMPACT_REVISION)?,
         ))
     }
 }

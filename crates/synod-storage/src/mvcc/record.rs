@@ -6,7 +6,7 @@
 //! a tombstone's record down to 25 bytes. The record alone is what snapshots carry
 //! and what HashKV hashes.
 
-use super::index::{KnownLineage, Lineage};
+use super::lineage::{KnownLineage, Lineage};
 use crate::error::{StoreError, StoreResult};
 
 const HEADER_LEN: usize = 1 + 8 + 8 + 8;

@@ -24,10 +24,11 @@ use super::record::{encode_version, KeyRecord};
 use super::span::KeySpan;
 use super::MvccError;
 use crate::database::Store;
-use crate::error::{StoreError, StoreResult};
+use crate::error::StoreResult;
 use crate::sync;
 use crate::tables::{
-    sm_meta, HistoryKey, LeaseKeysTable, MetaTable, HISTORY, LEASES, LEASE_KEYS, SM_META,
+    read_counter, sm_meta, HistoryKey, LeaseKeysTable, MetaTable, HISTORY, LEASES, LEASE_KEYS,
+    SM_META,
 };
 use crate::types::GroupId;
 
@@ -560,26 +561,3 @@ fn open_once<'txn, 'slot, K: Key + 'static, V: Value + 'static>(
     };
     Ok(slot.insert(table))
 }
-
-/// Reads a revision counter from a metadata table; a missing counter has its
-/// initial value.
-pub fn read_counter<T>(table: &T, group: GroupId, name: &str) -> StoreResult<i64>
-where
-    T: ReadableTable<(u64, &'static str), &'static [u8]>,
-{
-    match table.get((group, name))? {
-        Some(value) => {
-            let bytes: [u8; 8] = value
-                .value()
-                .try_into()
-                .map_err(|_| StoreError::Corrupt(format!("metadata {name} is not 8 bytes")))?;
-            Ok(i64::from_be_bytes(bytes))
-        }
-        None if name == sm_meta::REVISION => Ok(INITIAL_REVISION),
-        None => Ok(0),
-    }
-}
-
-/// The revision of an empty store. As in etcd it is 1, so the first write is
-/// revision 2 and clients can tell "no revision yet" (0) from an empty store.
-pub const INITIAL_REVISION: i64 = 1;
