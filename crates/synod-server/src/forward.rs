@@ -18,11 +18,11 @@ use tokio::time::Instant;
 
 use crate::batch::{Batcher, Limit};
 use crate::forward_link::ForwardLinks;
+use crate::group::DEFAULT_GROUP;
+use crate::leadership::leader_elsewhere;
 use crate::limits::{PEER_MESSAGE_BYTES_MAX, REQUEST_TIMEOUT};
-use crate::node::{
-    leader_elsewhere, not_leader, Committed, Node, NodeError, ProposeError, DEFAULT_GROUP,
-    NOT_LEADER,
-};
+use crate::outcome::{not_leader, Committed, NodeError, ProposeError};
+use crate::proposal::Proposals;
 use crate::raft::network::PeerClients;
 
 /// Forwards under way at once from one member. A forward waits at the leader for
@@ -108,7 +108,11 @@ fn forwarded(answer: ForwardedResult) -> Forwarded {
         log_index,
         code,
         message,
+        not_proposed,
     } = answer;
+    if not_proposed {
+        return Err(ForwardError::NotProposed);
+    }
     if code != tonic::Code::Ok as i32 {
         return Err(failure(tonic::Status::new(
             tonic::Code::from(code),
@@ -148,22 +152,25 @@ fn link_failure(status: &tonic::Status) -> ForwardError {
     }
 }
 
-/// Whether a forwarded request certainly never reached a leader's log.
+/// Whether a forward whose exchange failed with `status` certainly never reached
+/// the leader: the connection was never made. tonic says so only in the text of
+/// the status it makes (its transport error kinds are private), hence the match.
 fn was_not_sent(status: &tonic::Status) -> bool {
-    (status.code() == tonic::Code::FailedPrecondition && status.message() == NOT_LEADER)
-        || (status.code() == tonic::Code::Unknown
-            && status.message().starts_with("Service was not ready"))
+    (status.code() == tonic::Code::Unknown && status.message().starts_with("Service was not ready"))
         || (status.code() == tonic::Code::Unavailable
             && status.message().contains("tcp connect error"))
 }
 
 /// The leader's half: proposes every forwarded command as if a client had sent it
 /// here, all at once so they share entries, and answers each.
-pub async fn serve(node: &Node, commands: Vec<CommandMessage>) -> Vec<ForwardedResult> {
+pub async fn serve(
+    proposals: &Arc<Proposals>,
+    commands: Vec<CommandMessage>,
+) -> Vec<ForwardedResult> {
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let proposals = commands
         .into_iter()
-        .map(|command| node.propose_local(command, deadline));
+        .map(|command| proposals.propose(command, deadline));
     futures::future::join_all(proposals)
         .await
         .into_iter()
@@ -174,6 +181,7 @@ pub async fn serve(node: &Node, commands: Vec<CommandMessage>) -> Vec<ForwardedR
                 ..Default::default()
             },
             Err(error) => {
+                let not_proposed = matches!(error, ProposeError::NotLeader(_));
                 let status = match error {
                     ProposeError::NotLeader(_) => not_leader(),
                     ProposeError::Node(NodeError::Timeout) => {
@@ -184,6 +192,7 @@ pub async fn serve(node: &Node, commands: Vec<CommandMessage>) -> Vec<ForwardedR
                 ForwardedResult {
                     code: status.code() as i32,
                     message: status.message().to_string(),
+                    not_proposed,
                     ..Default::default()
                 }
             }
@@ -210,12 +219,27 @@ mod tests {
             "the leader ended the forward stream"
         )));
         assert!(matches!(
-            link_failure(&not_leader()),
+            link_failure(&tonic::Status::unavailable("tcp connect error")),
             ForwardError::NotProposed
         ));
         assert!(matches!(
             link_failure(&tonic::Status::deadline_exceeded("late")),
             ForwardError::Failed(NodeError::Timeout)
+        ));
+        // A command the leader did not propose may go again, whatever the text.
+        let refused = |not_proposed| ForwardedResult {
+            code: tonic::Code::FailedPrecondition as i32,
+            message: "synod: not leader".into(),
+            not_proposed,
+            ..Default::default()
+        };
+        assert!(matches!(
+            forwarded(refused(true)),
+            Err(ForwardError::NotProposed)
+        ));
+        assert!(matches!(
+            forwarded(refused(false)),
+            Err(ForwardError::Failed(NodeError::Forwarded(_)))
         ));
         // A command the leader itself answered with an error keeps that error.
         assert!(matches!(

@@ -10,8 +10,8 @@ use synod_proto::synodpeer::MembershipRequest;
 use tokio::time::Instant;
 
 use crate::config::ServerConfig;
+use crate::group::DEFAULT_GROUP;
 use crate::identity::Identity;
-use crate::node::DEFAULT_GROUP;
 
 /// How long a joining member looks for a peer that answers.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(30);

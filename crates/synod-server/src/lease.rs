@@ -7,18 +7,11 @@
 //! every replica deletes the lease's keys at the same revision.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use openraft::ServerState;
-use synod_proto::etcdserverpb::LeaseRevokeRequest;
-use synod_proto::synodpb::command::Op;
-use synod_proto::synodpb::Command;
-use synod_storage::Applied;
-use tokio::sync::{watch, Notify};
+use tokio::sync::Notify;
 use tokio::time::Instant;
-
-use crate::node::Node;
 
 /// Largest TTL a lease may be granted (etcd's `MaxLeaseTTL`).
 pub const LEASE_TTL_MAX_SECONDS: i64 = 9_000_000_000;
@@ -86,7 +79,9 @@ pub enum KeeperError {
 #[derive(Debug, Default)]
 pub struct LeaseKeeper {
     state: Mutex<KeeperState>,
-    changed: Notify,
+    /// Notified when the deadlines change, so the lease clock
+    /// ([`crate::lease_expiry`]) looks at the next one again.
+    pub changed: Notify,
 }
 
 impl LeaseKeeper {
@@ -147,7 +142,7 @@ impl LeaseKeeper {
     }
 
     /// Takes leadership for `term`: every lease gets a full TTL from now.
-    fn lead(&self, term: u64, leases: &[(i64, i64)]) {
+    pub fn lead(&self, term: u64, leases: &[(i64, i64)]) {
         let mut state = self.state();
         let now = Instant::now();
         *state = KeeperState {
@@ -162,13 +157,13 @@ impl LeaseKeeper {
     }
 
     /// Gives up leadership: deadlines are the next leader's business.
-    fn follow(&self) {
+    pub fn follow(&self) {
         *self.state() = KeeperState::default();
     }
 
     /// Brings the tracked set in line with the store: new leases get a full TTL,
     /// revoked ones are dropped.
-    fn sync(&self, leases: &[(i64, i64)]) {
+    pub fn sync(&self, leases: &[(i64, i64)]) {
         let mut state = self.state();
         if state.leading_term.is_none() {
             return;
@@ -194,7 +189,7 @@ impl LeaseKeeper {
     }
 
     /// Leases past their deadline and not yet being revoked; marks them revoking.
-    fn take_expired(&self, now: Instant) -> Vec<i64> {
+    pub fn take_expired(&self, now: Instant) -> Vec<i64> {
         let mut state = self.state();
         let expired: Vec<i64> = state
             .queue
@@ -207,7 +202,7 @@ impl LeaseKeeper {
         expired
     }
 
-    fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&self) -> Option<Instant> {
         let state = self.state();
         state
             .queue
@@ -216,7 +211,7 @@ impl LeaseKeeper {
             .map(|(deadline, _)| *deadline)
     }
 
-    fn revocation_failed(&self, id: i64) {
+    pub fn revocation_failed(&self, id: i64) {
         let mut state = self.state();
         if state.revoking.remove(&id) {
             if let Some(lease) = state.leases.get(&id).copied() {
@@ -228,87 +223,4 @@ impl LeaseKeeper {
 
 fn seconds(ttl: i64) -> Duration {
     Duration::from_secs(u64::try_from(ttl).unwrap_or(0))
-}
-
-/// Keeps the keeper in step with leadership and the lease table, and revokes
-/// expired leases, until `stop` fires.
-pub async fn run_keeper(
-    node: Arc<Node>,
-    mut applied: watch::Receiver<Applied>,
-    mut stop: watch::Receiver<bool>,
-) {
-    // The server metrics change with the role and the term only, not on every
-    // append as Raft's full metrics do.
-    let mut server = node.raft.server_metrics();
-    let mut led_term = None;
-    let mut lease_changes_seen = applied.borrow().lease_changes;
-    loop {
-        let (state, term, leader) = {
-            let current = server.borrow_and_update();
-            (
-                current.state,
-                current.vote.leader_id().get_term(),
-                current.current_leader,
-            )
-        };
-        let leading = state == ServerState::Leader && leader == Some(node.member.id);
-        match (leading, led_term) {
-            (true, Some(term_led)) if term_led == term => {}
-            (true, _) => match node.reader.leases() {
-                Ok(leases) => {
-                    node.leases.lead(term, &leases);
-                    led_term = Some(term);
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot read leases to take over their deadlines")
-                }
-            },
-            (false, Some(_)) => {
-                node.leases.follow();
-                led_term = None;
-            }
-            (false, None) => {}
-        }
-
-        for id in node.leases.take_expired(Instant::now()) {
-            let node = node.clone();
-            tokio::spawn(async move {
-                let command = Command {
-                    op: Some(Op::LeaseRevoke(LeaseRevokeRequest { id })),
-                };
-                let deadline = Instant::now() + crate::limits::REQUEST_TIMEOUT;
-                match node.propose_local(command, deadline).await {
-                    Ok(_) => tracing::debug!(lease = id, "revoked expired lease"),
-                    Err(_) => node.leases.revocation_failed(id),
-                }
-            });
-        }
-
-        let wake = node.leases.next_deadline();
-        let sleep = async {
-            match wake {
-                Some(deadline) => tokio::time::sleep_until(deadline).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = stop.wait_for(|stopped| *stopped) => return,
-            changed = server.changed() => if changed.is_err() { return },
-            changed = applied.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let lease_changes = applied.borrow_and_update().lease_changes;
-                if led_term.is_some() && lease_changes != lease_changes_seen {
-                    lease_changes_seen = lease_changes;
-                    match node.reader.leases() {
-                        Ok(leases) => node.leases.sync(&leases),
-                        Err(error) => tracing::warn!(%error, "cannot read leases"),
-                    }
-                }
-            }
-            () = node.leases.changed.notified() => {}
-            () = sleep => {}
-        }
-    }
 }

@@ -11,8 +11,10 @@ use synod_proto::synodpeer::RaftMessage;
 use synod_storage::{member_attributes, MemberNode, NodeId};
 use tokio::time::Instant;
 
-use crate::limits::{LEADER_RETRY_INTERVAL, REQUEST_TIMEOUT};
-use crate::node::{Node, DEFAULT_GROUP};
+use crate::group::DEFAULT_GROUP;
+use crate::leadership::{until_done, Attempt};
+use crate::limits::REQUEST_TIMEOUT;
+use crate::node::Node;
 use crate::raft::codec;
 
 /// One change to the membership.
@@ -53,30 +55,28 @@ impl Node {
     /// waits until the new membership is committed.
     pub async fn change_membership(&self, change: MembershipChange) -> Result<(), MembershipError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT * 2;
-        loop {
-            match self.change_membership_local(&change).await {
-                Ok(()) => {
-                    self.catch_up_after_change().await;
-                    return Ok(());
-                }
-                Err(LocalChange::Refused(error)) => return Err(error),
-                Err(LocalChange::Retry) => {}
-                Err(LocalChange::NotLeader(Some(leader))) => {
-                    if let Some(outcome) = self.forward_membership(&leader, &change, deadline).await
-                    {
-                        if outcome.is_ok() {
-                            self.catch_up_after_change().await;
+        let outcome = until_done(
+            deadline,
+            || MembershipError::Timeout,
+            || async {
+                match self.change_membership_local(&change).await {
+                    Ok(()) => Attempt::Done(Ok(())),
+                    Err(LocalChange::Refused(error)) => Attempt::Done(Err(error)),
+                    Err(LocalChange::NotLeader(Some(leader))) => {
+                        match self.forward_membership(&leader, &change, deadline).await {
+                            Some(outcome) => Attempt::Done(outcome),
+                            None => Attempt::NotDone,
                         }
-                        return outcome;
                     }
+                    Err(LocalChange::Retry | LocalChange::NotLeader(None)) => Attempt::NotDone,
                 }
-                Err(LocalChange::NotLeader(None)) => {}
-            }
-            if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
-                return Err(MembershipError::Timeout);
-            }
-            tokio::time::sleep(LEADER_RETRY_INTERVAL).await;
+            },
+        )
+        .await;
+        if outcome.is_ok() {
+            self.catch_up_after_change().await;
         }
+        outcome
     }
 
     /// Runs `change` on this member, which must lead.

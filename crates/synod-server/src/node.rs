@@ -6,52 +6,26 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::ForwardToLeader;
 use openraft::Raft;
 use synod_proto::etcdserverpb::ResponseHeader;
 use synod_proto::synodpb::{Command as CommandMessage, CommandResult as ResultMessage};
 use synod_proto::synodpeer::LeaseRequest;
 use synod_storage::mvcc::MvccReader;
-use synod_storage::{Applied, GroupId, MemberNode, NodeId, TypeConfig};
+use synod_storage::{Applied, MemberNode, NodeId, TypeConfig};
 use synod_storage::{LogStore, Store};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::forward::{ForwardError, Forwards};
+use crate::group::DEFAULT_GROUP;
+use crate::leadership::{leader_elsewhere, until_done, Attempt};
 use crate::lease::{KeeperError, LeaseKeeper, LeaseTtl};
-use crate::limits::{Limits, LEADER_RETRY_INTERVAL, REQUEST_TIMEOUT};
+use crate::limits::{Limits, REQUEST_TIMEOUT};
+use crate::outcome::{not_leader, NodeError, ProposeError};
 use crate::point_reads::PointReads;
-use crate::proposal::{BatchError, Proposals};
+use crate::proposal::Proposals;
 use crate::raft::network::PeerClients;
 use crate::read_index::{FollowerReads, LeaderReads, ReadIndex};
-
-/// The only Raft group until sharding arrives.
-pub const DEFAULT_GROUP: GroupId = 0;
-
-/// Why a request could not be carried out by the cluster (as opposed to being
-/// refused by the store).
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    /// No leader could be found before the deadline.
-    #[error("etcdserver: no leader")]
-    NoLeader,
-    /// The request was sent but its outcome is unknown: it may or may not commit.
-    #[error("etcdserver: request timed out")]
-    Timeout,
-    /// The request was sent to the leader, but the exchange broke before its
-    /// answer came back: it may or may not commit.
-    #[error("etcdserver: request timed out, possibly due to connection lost")]
-    ConnectionLost,
-    /// The node is shutting down.
-    #[error("etcdserver: server stopped")]
-    Stopped,
-    /// The leader answered a forwarded request with an error.
-    #[error("forwarded request failed: {0}")]
-    Forwarded(tonic::Status),
-    /// Something is wrong with this node's storage or Raft state.
-    #[error("etcdserver: {0}")]
-    Internal(String),
-}
 
 /// Identity and addresses of this member.
 #[derive(Debug, Clone)]
@@ -119,10 +93,6 @@ pub struct Node {
     pub follower_reads: Arc<FollowerReads>,
 }
 
-/// Status a forwarding target answers when it is not the leader, so the request is
-/// known not to have been proposed and may be sent elsewhere.
-pub const NOT_LEADER: &str = "synod: not leader";
-
 impl Node {
     /// The store's revision as applied on this member.
     pub fn revision(&self) -> i64 {
@@ -150,59 +120,47 @@ impl Node {
     /// not to have been proposed, so a command is never applied twice.
     pub async fn propose(&self, command: CommandMessage) -> Result<ResultMessage, NodeError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            // A follower that knows the leader skips proposing locally only to be
-            // refused.
-            if leader_elsewhere(&self.raft, self.member.id).is_none() {
-                match self.propose_local(command.clone(), deadline).await {
-                    Ok(committed) => return Ok(committed.result),
-                    Err(ProposeError::NotLeader(_)) => {}
-                    Err(ProposeError::Node(error)) => return Err(error),
-                }
-            }
-            if leader_elsewhere(&self.raft, self.member.id).is_some() {
-                let forwarded =
-                    tokio::time::timeout_at(deadline, self.forwards.submit(command.clone()));
-                match forwarded.await {
-                    Ok(Some(Ok(committed))) => {
-                        // Answer only once this member has applied the write too, as
-                        // etcd does: a read or watch here right after the answer
-                        // must see it.
-                        self.applied_through(committed.log_index, deadline).await?;
-                        return Ok(committed.result);
-                    }
-                    Ok(Some(Err(ForwardError::NotProposed))) => {}
-                    Ok(Some(Err(ForwardError::Failed(error)))) => return Err(error),
-                    Ok(None) => return Err(NodeError::Stopped),
-                    Err(_) => return Err(NodeError::Timeout),
-                }
-            }
-            if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
-                return Err(NodeError::NoLeader);
-            }
-            tokio::time::sleep(LEADER_RETRY_INTERVAL).await;
-        }
+        until_done(
+            deadline,
+            || NodeError::NoLeader,
+            || self.propose_once(command.clone(), deadline),
+        )
+        .await
     }
 
-    /// Proposes `command` to the local Raft instance, which must lead, and waits until
-    /// `deadline` for it to be applied.
-    pub async fn propose_local(
+    /// One try of [`Self::propose`]: here if no other member is known to lead, then
+    /// at the leader if one is known.
+    async fn propose_once(
         &self,
         command: CommandMessage,
         deadline: Instant,
-    ) -> Result<Committed, ProposeError> {
-        let write = tokio::time::timeout_at(deadline, self.proposals.submit(command));
-        let Ok(outcome) = write.await else {
-            return Err(ProposeError::Node(NodeError::Timeout));
-        };
-        match outcome {
-            Some(Ok((result, log_index))) => Ok(Committed { result, log_index }),
-            Some(Err(BatchError::NotLeader(forward))) => Err(ProposeError::NotLeader(forward)),
-            Some(Err(BatchError::Raft(reason))) => {
-                Err(ProposeError::Node(NodeError::Internal(reason)))
+    ) -> Attempt<ResultMessage, NodeError> {
+        // A follower that knows the leader skips proposing locally only to be
+        // refused.
+        if leader_elsewhere(&self.raft, self.member.id).is_none() {
+            match self.proposals.propose(command.clone(), deadline).await {
+                Ok(committed) => return Attempt::Done(Ok(committed.result)),
+                Err(ProposeError::NotLeader(_)) => {}
+                Err(ProposeError::Node(error)) => return Attempt::Done(Err(error)),
             }
-            Some(Err(BatchError::Stopped)) | None => Err(ProposeError::Node(NodeError::Stopped)),
         }
+        if leader_elsewhere(&self.raft, self.member.id).is_none() {
+            return Attempt::NotDone;
+        }
+        let forwarded = tokio::time::timeout_at(deadline, self.forwards.submit(command));
+        Attempt::Done(match forwarded.await {
+            Ok(Some(Ok(committed))) => {
+                // Answer only once this member has applied the write too, as etcd
+                // does: a read or watch here right after the answer must see it.
+                self.applied_through(committed.log_index, deadline)
+                    .await
+                    .map(|()| committed.result)
+            }
+            Ok(Some(Err(ForwardError::NotProposed))) => return Attempt::NotDone,
+            Ok(Some(Err(ForwardError::Failed(error)))) => Err(error),
+            Ok(None) => Err(NodeError::Stopped),
+            Err(_) => Err(NodeError::Timeout),
+        })
     }
 
     /// Waits until this node's state machine reflects every write committed before
@@ -214,27 +172,29 @@ impl Node {
             return Ok(());
         }
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            let leader = self.raft.server_metrics().borrow().current_leader;
-            let index = if leader == Some(self.member.id) {
-                match self.confirm_leadership().await {
-                    ReadIndex::Ready(index) => Some(index),
-                    ReadIndex::Stopped => return Err(NodeError::Stopped),
-                    ReadIndex::NotLeader | ReadIndex::NoQuorum(_) => None,
+        until_done(
+            deadline,
+            || NodeError::NoLeader,
+            || async {
+                let leader = self.raft.server_metrics().borrow().current_leader;
+                let index = if leader == Some(self.member.id) {
+                    match self.confirm_leadership().await {
+                        ReadIndex::Ready(index) => Some(index),
+                        ReadIndex::Stopped => return Attempt::Done(Err(NodeError::Stopped)),
+                        ReadIndex::NotLeader | ReadIndex::NoQuorum(_) => None,
+                    }
+                } else if leader.is_some() {
+                    self.follower_reads.submit(()).await.flatten()
+                } else {
+                    None
+                };
+                match index {
+                    Some(index) => Attempt::Done(self.applied_through(index, deadline).await),
+                    None => Attempt::NotDone,
                 }
-            } else if leader.is_some() {
-                self.follower_reads.submit(()).await.flatten()
-            } else {
-                None
-            };
-            if let Some(index) = index {
-                return self.applied_through(index, deadline).await;
-            }
-            if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
-                return Err(NodeError::NoLeader);
-            }
-            tokio::time::sleep(LEADER_RETRY_INTERVAL).await;
-        }
+            },
+        )
+        .await
     }
 
     /// Waits until this member has applied the log up to `index`. Follows the
@@ -290,20 +250,25 @@ impl Node {
         query: LeaseQuery,
     ) -> Result<Option<LeaseTtl>, NodeError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
-        loop {
-            if let Some(answer) = self.local_lease_query(id, query)? {
-                return Ok(answer);
-            }
-            if let Some(leader) = leader_elsewhere(&self.raft, self.member.id) {
-                if let Some(answer) = self.remote_lease_query(&leader, id, query, deadline).await {
-                    return Ok(answer);
+        until_done(
+            deadline,
+            || NodeError::NoLeader,
+            || async move {
+                match self.local_lease_query(id, query) {
+                    Ok(Some(answer)) => return Attempt::Done(Ok(answer)),
+                    Err(error) => return Attempt::Done(Err(error)),
+                    Ok(None) => {}
                 }
-            }
-            if Instant::now() + LEADER_RETRY_INTERVAL >= deadline {
-                return Err(NodeError::NoLeader);
-            }
-            tokio::time::sleep(LEADER_RETRY_INTERVAL).await;
-        }
+                let Some(leader) = leader_elsewhere(&self.raft, self.member.id) else {
+                    return Attempt::NotDone;
+                };
+                match self.remote_lease_query(&leader, id, query, deadline).await {
+                    Some(answer) => Attempt::Done(Ok(answer)),
+                    None => Attempt::NotDone,
+                }
+            },
+        )
+        .await
     }
 
     /// Answers a lease query from this member's keeper; `Ok(None)` if it does not
@@ -360,39 +325,4 @@ impl Node {
             remaining: response.remaining_ttl,
         }))
     }
-}
-
-/// A committed and applied command.
-#[derive(Debug)]
-pub struct Committed {
-    /// What the state machine produced.
-    pub result: ResultMessage,
-    /// The command's log index.
-    pub log_index: u64,
-}
-
-/// Why a local proposal did not happen.
-#[derive(Debug)]
-pub enum ProposeError {
-    /// This node does not lead; the command was not committed.
-    NotLeader(ForwardToLeader<NodeId, MemberNode>),
-    /// The node failed.
-    Node(NodeError),
-}
-
-/// The member Raft's latest view says leads, if it is another one.
-pub fn leader_elsewhere(raft: &Raft<TypeConfig>, me: NodeId) -> Option<MemberNode> {
-    let metrics = raft.server_metrics();
-    let metrics = metrics.borrow();
-    let leader = metrics.current_leader.filter(|id| *id != me)?;
-    metrics
-        .membership_config
-        .membership()
-        .get_node(&leader)
-        .cloned()
-}
-
-/// The status a forwarding target returns when it does not lead.
-pub fn not_leader() -> tonic::Status {
-    tonic::Status::failed_precondition(NOT_LEADER)
 }

@@ -23,8 +23,10 @@ use synod_proto::synodpb::{
 };
 use synod_storage::{Command, MemberNode, NodeId, TypeConfig};
 use tokio::sync::RwLock;
+use tokio::time::Instant;
 
 use crate::batch::{Batcher, Limit};
+use crate::outcome::{Committed, NodeError, ProposeError};
 
 /// Most commands in one batch entry.
 const COMMANDS_PER_BATCH_MAX: usize = 512;
@@ -60,6 +62,28 @@ pub fn proposals(raft: Raft<TypeConfig>, gate: Arc<RwLock<()>>) -> Arc<Proposals
     Batcher::new(limit, move |commands| {
         commit(raft.clone(), gate.clone(), commands)
     })
+}
+
+impl Proposals {
+    /// Proposes `command` to this member's Raft, which must lead, and waits until
+    /// `deadline` for it to be applied.
+    pub async fn propose(
+        self: &Arc<Self>,
+        command: CommandMessage,
+        deadline: Instant,
+    ) -> Result<Committed, ProposeError> {
+        let Ok(outcome) = tokio::time::timeout_at(deadline, self.submit(command)).await else {
+            return Err(ProposeError::Node(NodeError::Timeout));
+        };
+        match outcome {
+            Some(Ok((result, log_index))) => Ok(Committed { result, log_index }),
+            Some(Err(BatchError::NotLeader(forward))) => Err(ProposeError::NotLeader(forward)),
+            Some(Err(BatchError::Raft(reason))) => {
+                Err(ProposeError::Node(NodeError::Internal(reason)))
+            }
+            Some(Err(BatchError::Stopped)) | None => Err(ProposeError::Node(NodeError::Stopped)),
+        }
+    }
 }
 
 /// Proposes one entry holding `commands` and answers each with its result.

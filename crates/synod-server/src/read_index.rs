@@ -17,8 +17,9 @@ use synod_proto::synodpeer::ReadIndexRequest;
 use synod_storage::{NodeId, TypeConfig};
 
 use crate::batch::{Batcher, Limit};
+use crate::group::DEFAULT_GROUP;
+use crate::leadership::leader_elsewhere;
 use crate::limits::REQUEST_TIMEOUT;
-use crate::node::{leader_elsewhere, DEFAULT_GROUP};
 use crate::raft::network::PeerClients;
 
 /// Leadership confirmations, shared by the reads waiting when each starts.

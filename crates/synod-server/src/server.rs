@@ -45,16 +45,18 @@ use crate::authority::AuthorityFix;
 use crate::config::{ClusterState, ConfigError, ServerConfig};
 use crate::deadline::DeadlineLayer;
 use crate::disk_guard;
+use crate::group::DEFAULT_GROUP;
 use crate::identity::{self, Identity, IdentityError};
 use crate::join::{self, JoinError};
-use crate::lease::{run_keeper, LeaseKeeper};
+use crate::lease::LeaseKeeper;
+use crate::lease_expiry::run_keeper;
 use crate::limits::{
     PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX, SHUTDOWN_GRACE, SNAPSHOT_CHUNK_BYTES,
     STREAMS_PER_CONNECTION_MAX,
 };
 use crate::listener;
 use crate::membership;
-use crate::node::{MemberInfo, Node, DEFAULT_GROUP};
+use crate::node::{MemberInfo, Node};
 use crate::raft::network::{PeerClients, PeerNetworkFactory};
 use crate::raft::peer_service::PeerService;
 use crate::raft::pre_vote;

@@ -13,8 +13,9 @@ use std::time::Duration;
 use synod_proto::synodpeer::TimeoutNowRequest;
 use tokio::time::Instant;
 
+use crate::group::DEFAULT_GROUP;
 use crate::membership::matched_index;
-use crate::node::{Node, DEFAULT_GROUP};
+use crate::node::Node;
 use synod_storage::NodeId;
 
 /// Why a transfer did not happen.

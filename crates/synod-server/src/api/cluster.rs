@@ -18,9 +18,10 @@ use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use crate::config::parse_socket_url;
+use crate::group::DEFAULT_GROUP;
 use crate::identity;
 use crate::membership::MembershipChange;
-use crate::node::{Node, DEFAULT_GROUP};
+use crate::node::Node;
 
 /// Serves the Cluster service of one node.
 pub struct ClusterService {

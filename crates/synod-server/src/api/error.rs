@@ -6,7 +6,7 @@ use synod_storage::mvcc::MvccError;
 use tonic::{Code, Status};
 
 use crate::membership::MembershipError;
-use crate::node::NodeError;
+use crate::outcome::NodeError;
 
 /// Every error a client API call can answer with.
 #[derive(Debug, thiserror::Error)]

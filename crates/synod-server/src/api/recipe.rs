@@ -20,7 +20,8 @@ use super::error::ApiError;
 use super::header::stamp;
 use super::kv::read_range;
 use crate::limits::WATCH_BATCH_ROWS;
-use crate::node::{Node, NodeError};
+use crate::node::Node;
+use crate::outcome::NodeError;
 use synod_storage::mvcc::history::Change;
 use synod_storage::mvcc::KeyCreation;
 

@@ -17,8 +17,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{codec, pre_vote};
 use crate::forward;
+use crate::group::DEFAULT_GROUP;
 use crate::membership::{LocalChange, MembershipChange, MembershipError};
-use crate::node::{not_leader, LeaseQuery, Node, DEFAULT_GROUP};
+use crate::node::{LeaseQuery, Node};
+use crate::outcome::not_leader;
 
 /// Forward rounds of one follower served at once: more than a follower sends.
 const FORWARDS_SERVED_AT_ONCE: usize = 8;
@@ -141,7 +143,7 @@ impl RaftPeer for PeerService {
     ) -> Result<Response<ForwardResponse>, Status> {
         let message = request.into_inner();
         check_group(message.group_id)?;
-        let results = forward::serve(&self.node, message.commands).await;
+        let results = forward::serve(&self.node.proposals, message.commands).await;
         Ok(Response::new(ForwardResponse { results }))
     }
 
@@ -160,7 +162,7 @@ impl RaftPeer for PeerService {
                 async move {
                     let message = message?;
                     check_group(message.group_id)?;
-                    let results = forward::serve(&node, message.commands).await;
+                    let results = forward::serve(&node.proposals, message.commands).await;
                     Ok(ForwardResponse { results })
                 }
             })

@@ -29,8 +29,9 @@ use synod_storage::{LogId, MemberNode, NodeId, TypeConfig};
 use tokio::time::Instant;
 
 use super::codec;
+use crate::group::DEFAULT_GROUP;
 use crate::limits::PEER_RPC_TIMEOUT;
-use crate::node::{Node, DEFAULT_GROUP};
+use crate::node::Node;
 
 /// The election timer's settings, taken from openraft's configuration so that
 /// they mean what they mean to openraft's vote.

@@ -118,7 +118,7 @@ fn restore(path: &Path, data_dir: &Path, skip_hash_check: bool) -> anyhow::Resul
     fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let db = open_database(&data_dir.join(DATABASE_FILE), DEFAULT_CACHE_BYTES)?;
-    let restored = backup::restore(&db, synod_server::node::DEFAULT_GROUP, path)
+    let restored = backup::restore(&db, synod_server::group::DEFAULT_GROUP, path)
         .with_context(|| format!("cannot restore {}", path.display()))?;
     println!(
         "Restored revision {} ({} key versions, {} leases) into {}",
