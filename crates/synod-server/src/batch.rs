@@ -25,9 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{oneshot, Semaphore};
 
-/// Runtime passes a driver waits before cutting a round. Measured with 16 clients
-/// writing: 4 passes gained most of it, 16 no more than 8, and 64 lost some.
-const GATHER_PASSES: usize = 8;
+use crate::limits::GATHER_PASSES;
 
 /// How much one round may take, and how many rounds may run at once.
 pub struct Limit<I> {

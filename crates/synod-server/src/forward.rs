@@ -20,18 +20,12 @@ use crate::batch::{Batcher, Limit};
 use crate::forward_link::ForwardLinks;
 use crate::group::DEFAULT_GROUP;
 use crate::leadership::leader_elsewhere;
-use crate::limits::{PEER_MESSAGE_BYTES_MAX, REQUEST_TIMEOUT};
+use crate::limits::{
+    COMMANDS_PER_FORWARD_MAX, FORWARDS_IN_FLIGHT, PEER_MESSAGE_BYTES_MAX, REQUEST_TIMEOUT,
+};
 use crate::outcome::{not_leader, Committed, NodeError, ProposeError};
 use crate::proposal::Proposals;
 use crate::raft::network::PeerClients;
-
-/// Forwards under way at once from one member. A forward waits at the leader for
-/// a log entry; with two, the next forward is on its way while the last one waits,
-/// instead of starting only after it returns.
-const FORWARDS_IN_FLIGHT: usize = 2;
-
-/// Most commands in one forward.
-const COMMANDS_PER_FORWARD_MAX: usize = 512;
 
 /// What became of one forwarded command.
 pub type Forwarded = Result<Committed, ForwardError>;

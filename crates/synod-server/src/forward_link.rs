@@ -17,9 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
-/// Rounds that may wait to be sent on one stream: more than a follower puts
-/// under way at once.
-const ROUNDS_QUEUED: usize = 8;
+use crate::limits::FORWARD_ROUNDS_QUEUED;
 
 type Answer = Result<Vec<ForwardedResult>, Status>;
 
@@ -58,7 +56,7 @@ impl ForwardLinks {
             links
                 .entry(url.to_string())
                 .or_insert_with(|| {
-                    let (rounds, queue) = mpsc::channel(ROUNDS_QUEUED);
+                    let (rounds, queue) = mpsc::channel(FORWARD_ROUNDS_QUEUED);
                     tokio::spawn(run(client, queue));
                     rounds
                 })
@@ -110,7 +108,7 @@ enum Opened {
 
 /// Opens the stream with `round` as its first message.
 async fn open(mut client: RaftPeerClient<Channel>, round: Round) -> Opened {
-    let (requests, inbox) = mpsc::channel(ROUNDS_QUEUED);
+    let (requests, inbox) = mpsc::channel(FORWARD_ROUNDS_QUEUED);
     let first = round.request.clone();
     let _ = requests.try_send(round.request);
     match client.forward_stream(ReceiverStream::new(inbox)).await {

@@ -12,13 +12,7 @@ use tokio::time::Instant;
 use crate::config::ServerConfig;
 use crate::group::DEFAULT_GROUP;
 use crate::identity::Identity;
-
-/// How long a joining member looks for a peer that answers.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How long peers may answer without this member before it gives up: a follower
-/// asked right after MemberAdd may not have applied the change yet.
-const NOT_ADDED_GRACE: Duration = Duration::from_secs(5);
+use crate::limits::{JOIN_TIMEOUT, NOT_ADDED_GRACE};
 
 /// Why a member could not join.
 #[derive(Debug, thiserror::Error)]

@@ -13,11 +13,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-/// Largest TTL a lease may be granted (etcd's `MaxLeaseTTL`).
-pub const LEASE_TTL_MAX_SECONDS: i64 = 9_000_000_000;
-
-/// How long an expired lease's failed revocation waits before it is retried.
-const REVOKE_RETRY: Duration = Duration::from_millis(500);
+use crate::limits::REVOKE_RETRY;
 
 /// A lease as the leader tracks it.
 #[derive(Debug, Clone, Copy)]

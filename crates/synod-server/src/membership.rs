@@ -13,7 +13,9 @@ use tokio::time::Instant;
 
 use crate::group::DEFAULT_GROUP;
 use crate::leadership::{until_done, Attempt};
-use crate::limits::REQUEST_TIMEOUT;
+use crate::limits::{
+    CAUGHT_UP_LAG_ENTRIES, MEMBERSHIP_CATCH_UP, PROMOTION_CHECK_INTERVAL, REQUEST_TIMEOUT,
+};
 use crate::node::Node;
 use crate::raft::codec;
 
@@ -190,9 +192,6 @@ impl Node {
     }
 }
 
-/// Entries a learner may lag the leader's log by and still count as caught up.
-const CAUGHT_UP_LAG_ENTRIES: u64 = 64;
-
 /// The last log index the leader knows member `id` holds: `None` when this member
 /// does not lead (only a leader tracks replication) or has no match for `id` yet.
 pub fn matched_index(metrics: &RaftMetrics<NodeId, MemberNode>, id: NodeId) -> Option<u64> {
@@ -203,12 +202,6 @@ pub fn matched_index(metrics: &RaftMetrics<NodeId, MemberNode>, id: NodeId) -> O
         .as_ref()
         .map(|log_id| log_id.index)
 }
-
-/// How long a membership answer waits for this member to apply the change.
-const MEMBERSHIP_CATCH_UP: Duration = Duration::from_secs(2);
-
-/// How often the leader looks for added voters to promote.
-const PROMOTION_CHECK_INTERVAL: Duration = Duration::from_millis(200);
 
 /// While this member leads, makes each learner that MemberAdd added as a voter
 /// (marked so in its replicated attributes) a voter once it has caught up. A

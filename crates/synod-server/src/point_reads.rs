@@ -16,12 +16,7 @@ use synod_storage::mvcc::{MvccError, MvccReader};
 use synod_storage::StoreError;
 
 use crate::batch::{Batcher, Limit};
-
-/// Batches served at once: one reading while the next gathers.
-const BATCHES_IN_FLIGHT: usize = 2;
-
-/// Most reads in one batch.
-const READS_PER_BATCH_MAX: usize = 256;
+use crate::limits::{POINT_READS_PER_BATCH_MAX, POINT_READ_BATCHES_IN_FLIGHT};
 
 /// Point reads of one store, batched.
 pub type PointReads = Batcher<RangeRequest, Result<RangeResponse, MvccError>>;
@@ -29,8 +24,8 @@ pub type PointReads = Batcher<RangeRequest, Result<RangeResponse, MvccError>>;
 /// Batched point reads of `reader`.
 pub fn point_reads(reader: MvccReader) -> Arc<PointReads> {
     let limit = Limit {
-        in_flight: BATCHES_IN_FLIGHT,
-        items: READS_PER_BATCH_MAX,
+        in_flight: POINT_READ_BATCHES_IN_FLIGHT,
+        items: POINT_READS_PER_BATCH_MAX,
         weight: |_| 0,
         weight_max: usize::MAX,
     };

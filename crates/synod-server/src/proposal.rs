@@ -26,13 +26,8 @@ use tokio::sync::RwLock;
 use tokio::time::Instant;
 
 use crate::batch::{Batcher, Limit};
+use crate::limits::{BATCH_BYTES_MAX, COMMANDS_PER_BATCH_MAX};
 use crate::outcome::{Committed, NodeError, ProposeError};
-
-/// Most commands in one batch entry.
-const COMMANDS_PER_BATCH_MAX: usize = 512;
-
-/// Bytes of commands gathered into one entry before it is cut.
-const BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Why a batched proposal was not committed.
 #[derive(Debug, Clone)]

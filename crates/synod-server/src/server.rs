@@ -51,8 +51,8 @@ use crate::join::{self, JoinError};
 use crate::lease::LeaseKeeper;
 use crate::lease_expiry::run_keeper;
 use crate::limits::{
-    PEER_MESSAGE_BYTES_MAX, REPLICATION_ENTRIES_MAX, SHUTDOWN_GRACE, SNAPSHOT_CHUNK_BYTES,
-    STREAMS_PER_CONNECTION_MAX,
+    PEER_MESSAGE_BYTES_MAX, REMOVAL_CHECK_INTERVAL, REPLICATION_ENTRIES_MAX, SHUTDOWN_GRACE,
+    SNAPSHOT_CHUNK_BYTES, STREAMS_PER_CONNECTION_MAX,
 };
 use crate::listener;
 use crate::membership;
@@ -62,9 +62,6 @@ use crate::raft::peer_service::PeerService;
 use crate::raft::pre_vote;
 use crate::receive_budget::{ClientConnection, ReceiveBudgetLayer};
 use crate::{forward, point_reads, proposal, read_index};
-
-/// How often a member asks its peers whether it is still a member.
-const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Why a node could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -14,6 +14,7 @@ use synod_proto::synodpeer::TimeoutNowRequest;
 use tokio::time::Instant;
 
 use crate::group::DEFAULT_GROUP;
+use crate::limits::TRANSFER_LEASE_MARGIN;
 use crate::membership::matched_index;
 use crate::node::Node;
 use synod_storage::NodeId;
@@ -31,9 +32,6 @@ pub enum TransferError {
     #[error("member {0:x} did not take over in time")]
     Timeout(NodeId),
 }
-
-/// Extra wait past the followers' lease, for clock granularity and message delay.
-const LEASE_MARGIN: Duration = Duration::from_millis(100);
 
 /// Makes `target` the leader; returns once it leads.
 pub async fn move_leader(node: &Node, target: NodeId) -> Result<(), TransferError> {
@@ -61,7 +59,7 @@ pub async fn move_leader(node: &Node, target: NodeId) -> Result<(), TransferErro
     let _heartbeats = HeartbeatsOff::new(node);
     let silent_since = Instant::now();
     wait_caught_up(node, target, deadline).await?;
-    tokio::time::sleep_until(silent_since + lease + LEASE_MARGIN).await;
+    tokio::time::sleep_until(silent_since + lease + TRANSFER_LEASE_MARGIN).await;
 
     let target_node = metrics
         .membership_config

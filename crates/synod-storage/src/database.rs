@@ -34,14 +34,6 @@ pub const LEGACY_LOG_DATABASE_FILE: &str = "raft-log.redb";
 /// Directory of the Raft logs inside the data dir, one subdirectory per group.
 pub const LOG_DIR: &str = "wal";
 
-/// Default size of redb's page cache. Reads that miss it go to the OS page cache,
-/// so a modest cache keeps a node's memory small without costing much speed. The
-/// in-memory key index finds every key without reading pages, and new versions
-/// append to the last pages, so the cache serves mostly the values reads return:
-/// 64 MiB measured as fast as 128 MiB for puts and serializable gets at 128
-/// clients, and keeps a member with a million keys near 250 MB.
-pub const DEFAULT_CACHE_BYTES: usize = 64 * 1024 * 1024;
-
 /// redb's page size: 4 KiB, which only redb's own tests can change.
 const PAGE_BYTES: u64 = 4096;
 

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod codec;
 pub mod database;
 pub mod error;
+pub mod limits;
 pub mod log_store;
 pub mod mvcc;
 pub mod partial_file;
@@ -20,10 +21,10 @@ pub mod tables;
 pub mod types;
 
 pub use database::{
-    open_database, Store, StoreSize, DATABASE_FILE, DEFAULT_CACHE_BYTES, LEGACY_LOG_DATABASE_FILE,
-    LOG_DIR,
+    open_database, Store, StoreSize, DATABASE_FILE, LEGACY_LOG_DATABASE_FILE, LOG_DIR,
 };
 pub use error::{StoreError, StoreResult};
+pub use limits::DEFAULT_CACHE_BYTES;
 pub use log_store::{LogLimits, LogStore};
 pub use state_machine::{member_attributes, Applied, StateMachine};
 pub use types::{Command, CommandResult, GroupId, LogId, MemberNode, NodeId, TypeConfig};

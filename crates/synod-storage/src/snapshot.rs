@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
+use crate::limits::SNAPSHOT_FRAME_BYTES_MAX;
 use crate::mvcc::record::{encode_version, split_version};
 use crate::partial_file::PartialFile;
 use crate::tables::{read_counter, sm_meta, HISTORY, LEASES, LEASE_KEYS, MEMBERS, SM_META};
@@ -23,9 +24,6 @@ use synod_proto::etcdserverpb::AlarmMember;
 
 /// Version of the snapshot file format written; version 2 (no alarms) is still read.
 const FORMAT_VERSION: u32 = 3;
-
-/// Largest frame a reader accepts; bounds memory when reading a damaged file.
-const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Frame<'a> {
@@ -90,7 +88,7 @@ fn read_frame_bytes(input: &mut impl Read, buffer: &mut Vec<u8>) -> StoreResult<
     let mut len = [0u8; 4];
     input.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len) as usize;
-    if len > FRAME_BYTES_MAX {
+    if len > SNAPSHOT_FRAME_BYTES_MAX {
         return Err(StoreError::Corrupt(format!(
             "snapshot frame of {len} bytes"
         )));

@@ -30,6 +30,10 @@ use tokio::sync::watch;
 use crate::alarm;
 use crate::codec::{decode, encode};
 use crate::error::{StoreError, StoreResult};
+use crate::limits::{
+    DURABLE_APPLY_INTERVAL, DURABLE_APPLY_INTERVAL_MAX, DURABLE_APPLY_REVISIONS,
+    INLINE_APPLY_COMMANDS_MAX, INLINE_APPLY_KEYS_MAX, SNAPSHOT_OPEN_ATTEMPTS,
+};
 use crate::mvcc::index::KeyIndex;
 use crate::mvcc::span::KeySpan;
 use crate::mvcc::{MvccError, MvccReader, MvccWriter};
@@ -56,43 +60,6 @@ pub struct Applied {
     /// since this process started; a change means the lease table changed.
     pub lease_changes: u64,
 }
-
-/// Times the current snapshot is looked up again when its file was replaced
-/// between reading its record and opening it: more than snapshots are built in
-/// that moment.
-const SNAPSHOT_OPEN_ATTEMPTS: u32 = 3;
-
-/// How often the applied state is made durable. Applies skip the fsync: the Raft
-/// log (its own files, flushed before an entry is applied) holds every applied
-/// entry, and a
-/// restart re-applies from the last durable commit. This bounds that replay, and
-/// lets the database reuse the pages freed since. The durable commit holds the
-/// database's write lock for its fsync, which grows with the data written since
-/// the last one: at 1 s the stalls set every write's tail (put p99.9 at 256
-/// clients 145-170 ms), at 100 ms (etcd's backend batch interval too) it is 62-68
-/// ms, for about 10% less peak throughput.
-///
-/// It runs behind the apply that fell due, after that apply's results are
-/// published: the answers and watch events of that apply never wait for the
-/// fsync, and only an apply that comes while it runs does.
-///
-/// Under few writes it comes less often (see [`DURABLE_APPLY_REVISIONS`]).
-const DURABLE_APPLY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Revisions written since the last durable commit that make the next one due
-/// at [`DURABLE_APPLY_INTERVAL`]; with fewer, it waits until
-/// [`DURABLE_APPLY_INTERVAL_MAX`]. Each durable commit stalls the apply that
-/// comes during its fsync, and a trickle of writes (one client writing about a
-/// thousand keys a second) met ten a second: about 1% of its writes, which set
-/// the p99 of its watch latency. Measured with one client on 3 members: watch
-/// p99 2.13 → 1.96 ms through a follower and 1.56 → 1.43 ms on the leader, put
-/// p99 on the leader 1.50 → 1.26 ms. Heavier writes keep the 100 ms, which
-/// bounds how much one fsync carries (puts at 128 clients and locks at 16 did not
-/// change).
-const DURABLE_APPLY_REVISIONS: i64 = 2_000;
-
-/// Longest time between durable commits while anything is written.
-const DURABLE_APPLY_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The state machine of one group. Cheap to clone: clones share the database.
 ///
@@ -225,18 +192,6 @@ struct AppliedBatch {
     compacted: i64,
     leases_changed: bool,
 }
-
-/// Largest batch, in client commands, applied on the calling task rather than on
-/// the blocking pool. At 16 clients (batches of about 6 commands), applying
-/// inline cut the members' CPU per lock by 6-10%; at 128 clients and up, where
-/// batches hold hundreds, the pool lets apply overlap the network work.
-const INLINE_APPLY_COMMANDS_MAX: usize = 16;
-
-/// Keys a batch applied inline may touch in all. A put or a point read or delete
-/// counts one key; a ranged one, as many as its span holds when the batch
-/// arrives. So Lock's acquire, a txn that reads its lock's prefix (one key per
-/// contender), stays inline while the queue is short.
-const INLINE_APPLY_KEYS_MAX: usize = 64;
 
 /// Whether `entries` are cheap enough to apply on the calling task: at most
 /// [`INLINE_APPLY_COMMANDS_MAX`] commands, touching at most
@@ -733,7 +688,8 @@ mod tests {
     use synod_proto::etcdserverpb::PutRequest;
 
     use super::*;
-    use crate::database::{open_database, DEFAULT_CACHE_BYTES};
+    use crate::database::open_database;
+    use crate::limits::DEFAULT_CACHE_BYTES;
     use crate::mvcc::index::Version;
     use crate::types::Command;
 

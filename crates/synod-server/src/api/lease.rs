@@ -25,12 +25,8 @@ use super::commit::{commit, unexpected};
 use super::error::ApiError;
 use super::header::stamp;
 use super::require_leader;
-use crate::lease::LEASE_TTL_MAX_SECONDS;
-use crate::limits::KEEPALIVE_RESPONSES_BUFFERED;
+use crate::limits::{KEEPALIVE_RESPONSES_BUFFERED, LEASE_ID_ATTEMPTS, LEASE_TTL_MAX_SECONDS};
 use crate::node::{LeaseQuery, Node};
-
-/// How often a server-chosen lease id is redrawn after colliding with an existing one.
-const LEASE_ID_ATTEMPTS: usize = 3;
 
 /// Serves the Lease service of one node.
 pub struct LeaseService {

@@ -21,11 +21,8 @@ use tonic::{Request, Response, Status};
 use super::error::ApiError;
 use super::lease::grant;
 use super::recipe::{delete, first_created, get, txn, wait_deletes};
+use crate::limits::SESSION_TTL_SECONDS;
 use crate::node::Node;
-
-/// TTL of the lease the server grants when a contender names none (etcd's session
-/// default).
-pub const SESSION_TTL_SECONDS: i64 = 60;
 
 /// Serves the Lock service of one node.
 pub struct LockService {

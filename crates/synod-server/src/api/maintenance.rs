@@ -23,6 +23,7 @@ use super::commit::{commit, unexpected};
 use super::error::{unimplemented, ApiError};
 use crate::disk_guard;
 use crate::group::DEFAULT_GROUP;
+use crate::limits::CLIENT_SNAPSHOT_CHUNK_BYTES;
 use crate::node::Node;
 use crate::transfer::{self, TransferError};
 use synod_proto::synodpb::command::Op;
@@ -230,9 +231,6 @@ impl Maintenance for MaintenanceService {
     }
 }
 
-/// Bytes of backup data per Snapshot message (etcd's send buffer size).
-const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
-
 /// Sends `backup` in chunks until it ends or the client goes away.
 fn stream_backup(
     mut backup: Backup,
@@ -242,7 +240,7 @@ fn stream_backup(
     let mut remaining = backup.bytes;
     let mut header = Some(header);
     while remaining > 0 {
-        let mut blob = vec![0u8; SNAPSHOT_CHUNK_BYTES.min(remaining as usize)];
+        let mut blob = vec![0u8; CLIENT_SNAPSHOT_CHUNK_BYTES.min(remaining as usize)];
         let message = match backup.file.read_exact(&mut blob) {
             Ok(()) => {
                 remaining -= blob.len() as u64;

@@ -18,15 +18,12 @@ use tonic::codegen::BoxStream;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Status};
 
+use crate::limits::NO_LEADER_TIMEOUTS;
 use crate::node::Node;
 
 /// The metadata key and value of a require-leader request.
 const REQUIRE_LEADER_KEY: &str = "hasleader";
 const REQUIRE_LEADER_VALUE: &str = "true";
-
-/// How many election timeouts without a leader end a require-leader stream (etcd's
-/// `maxNoLeaderCnt`): reconnecting a stream costs more than refusing a request.
-const NO_LEADER_TIMEOUTS: u32 = 3;
 
 /// etcd's answer to a require-leader request on a member without a leader.
 pub fn no_leader() -> Status {

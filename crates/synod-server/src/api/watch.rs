@@ -27,16 +27,10 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::require_leader;
-use crate::limits::{WATCHERS_PER_STREAM_MAX, WATCH_BATCH_ROWS, WATCH_RESPONSES_BUFFERED};
+use crate::limits::{
+    INLINE_READ_REVISIONS_MAX, WATCHERS_PER_STREAM_MAX, WATCH_BATCH_ROWS, WATCH_RESPONSES_BUFFERED,
+};
 use crate::node::Node;
-
-/// A watcher fewer revisions than this behind reads them on the stream's own task:
-/// a few rows of history cost less than handing the read to the blocking pool and
-/// back, two thread wake-ups. With one writer on 3 members sharing 2 cores, the
-/// median event latency went from 828 to 778 µs on the leader and from 1,170 to
-/// 1,087 µs through a follower. Further behind, it reads on the pool, so a long
-/// catch-up never holds the task's thread.
-const INLINE_READ_REVISIONS_MAX: i64 = 16;
 
 /// etcd's id for "no watch" in responses that concern the whole stream.
 const NO_WATCH_ID: i64 = -1;

@@ -18,12 +18,10 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{codec, pre_vote};
 use crate::forward;
 use crate::group::DEFAULT_GROUP;
+use crate::limits::FORWARDS_SERVED_AT_ONCE;
 use crate::membership::{LocalChange, MembershipChange, MembershipError};
 use crate::node::{LeaseQuery, Node};
 use crate::outcome::not_leader;
-
-/// Forward rounds of one follower served at once: more than a follower sends.
-const FORWARDS_SERVED_AT_ONCE: usize = 8;
 
 /// Serves the peer RPC for one node.
 pub struct PeerService {

@@ -9,14 +9,11 @@ use openraft::Vote;
 
 use crate::codec::{decode, encode};
 use crate::error::StoreResult;
+use crate::limits::LOG_RECORD_BYTES_MAX;
 use crate::types::{Entry, LogId, NodeId};
 
 /// Bytes of a record's frame before its kind byte.
 pub(super) const HEADER_BYTES: usize = 8;
-
-/// Largest record accepted when reading. Entries are bounded far below this by the
-/// request size limit and the proposal batcher; anything larger is damage.
-const RECORD_BYTES_MAX: usize = 256 * 1024 * 1024;
 
 const ENTRY: u8 = 1;
 const TRUNCATE: u8 = 2;
@@ -73,7 +70,7 @@ impl Record {
         };
         let body_len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if body_len == 0 || body_len > RECORD_BYTES_MAX {
+        if body_len == 0 || body_len > LOG_RECORD_BYTES_MAX {
             return Ok(Read::Damaged);
         }
         let Some(body) = bytes.get(HEADER_BYTES..HEADER_BYTES + body_len) else {

@@ -31,12 +31,8 @@ use super::record::Record;
 use super::segment::{self, Location};
 use super::Contents;
 use crate::error::{StoreError, StoreResult};
+use crate::limits::ZEROED_AHEAD_BYTES;
 use crate::sync::lock;
-
-/// How far ahead of its records the active segment is zeroed. Zeroing happens in
-/// the write that reaches the end of the zeroed space, and the flush after it
-/// carries the zeros: a larger step makes that flush rarer but slower.
-const ZEROED_AHEAD_BYTES: u64 = 256 * 1024;
 
 /// The zeros written ahead, a piece at a time.
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];

@@ -15,6 +15,7 @@ use super::record::{decode_version, KeyRecord};
 use super::span::KeySpan;
 use super::MvccError;
 use crate::error::{StoreError, StoreResult};
+use crate::limits::BULK_READ_VERSIONS;
 use crate::sync;
 use crate::tables::HistoryKey;
 use crate::types::GroupId;
@@ -194,10 +195,6 @@ where
     };
     range_reading(index, request, current, compacted, read)
 }
-
-/// Records read from which a client's Range runs at low priority: a few
-/// milliseconds of work, against the tens of microseconds a thread costs to start.
-pub const BULK_READ_VERSIONS: usize = 4096;
 
 fn range_reading(
     index: &RwLock<KeyIndex>,
