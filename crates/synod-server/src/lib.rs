@@ -14,6 +14,7 @@ pub mod disk_guard;
 pub mod forward;
 pub mod forward_link;
 pub mod group;
+pub mod history_cursor;
 pub mod identity;
 pub mod join;
 pub mod leadership;

@@ -22,8 +22,9 @@ use tonic::{Request, Response, Status};
 use super::error::ApiError;
 use super::kv::read_range;
 use super::lock::{created_at, range_kvs, session_key, session_lease};
-use super::recipe::{first_created, txn, wait_deletes, wait_first_put, Changes};
+use super::recipe::{first_created, txn, wait_deletes, wait_first_put};
 use super::require_leader;
+use crate::history_cursor::HistoryCursor;
 use crate::limits::WATCH_RESPONSES_BUFFERED;
 use crate::node::Node;
 
@@ -197,9 +198,10 @@ async fn observe(
         if sender.send(Ok(announce)).await.is_err() {
             return Ok(());
         }
-        let mut changes = Changes::after(&node, revision);
+        let mut cursor = HistoryCursor::at(revision + 1, false);
+        let mut applied = node.applied.clone();
         'following: loop {
-            for change in changes.next(&node).await? {
+            for change in cursor.next(&node.reader, &mut applied).await? {
                 let Some(kv) = change.event.kv else {
                     continue;
                 };

@@ -5,6 +5,7 @@ use synod_proto::synodpb::apply_error::Kind as ApplyErrorKind;
 use synod_storage::mvcc::MvccError;
 use tonic::{Code, Status};
 
+use crate::history_cursor::HistoryError;
 use crate::membership::MembershipError;
 use crate::outcome::NodeError;
 
@@ -137,6 +138,15 @@ impl From<MvccError> for ApiError {
 impl From<synod_storage::StoreError> for ApiError {
     fn from(error: synod_storage::StoreError) -> Self {
         ApiError::Internal(error.to_string())
+    }
+}
+
+impl From<HistoryError> for ApiError {
+    fn from(error: HistoryError) -> Self {
+        match error {
+            HistoryError::Stopped => ApiError::Node(NodeError::Stopped),
+            other => ApiError::Internal(other.to_string()),
+        }
     }
 }
 

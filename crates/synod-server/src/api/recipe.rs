@@ -19,10 +19,9 @@ use super::commit::{commit, unexpected};
 use super::error::ApiError;
 use super::header::stamp;
 use super::kv::read_range;
-use crate::limits::WATCH_BATCH_ROWS;
+use crate::history_cursor::HistoryCursor;
 use crate::node::Node;
 use crate::outcome::NodeError;
-use synod_storage::mvcc::history::Change;
 use synod_storage::mvcc::KeyCreation;
 
 /// Commits a transaction built by a recipe.
@@ -142,9 +141,10 @@ pub async fn wait_first_put(
     revision: i64,
 ) -> Result<KeyValue, ApiError> {
     let end = prefix_end(prefix);
-    let mut changes = Changes::after(node, revision);
+    let mut cursor = HistoryCursor::at(revision + 1, false);
+    let mut applied = node.applied.clone();
     loop {
-        for change in changes.next(node).await? {
+        for change in cursor.next(&node.reader, &mut applied).await? {
             let Some(kv) = change.event.kv else {
                 continue;
             };
@@ -153,45 +153,6 @@ pub async fn wait_first_put(
                 && kv.key < end
             {
                 return Ok(kv);
-            }
-        }
-    }
-}
-
-/// A cursor over the change history, waiting for new revisions when it reaches the
-/// applied one.
-pub struct Changes {
-    next_revision: i64,
-    applied: tokio::sync::watch::Receiver<synod_storage::Applied>,
-}
-
-impl Changes {
-    /// A cursor at the first change after `revision`.
-    pub fn after(node: &Node, revision: i64) -> Self {
-        Self {
-            next_revision: revision + 1,
-            applied: node.applied.clone(),
-        }
-    }
-
-    /// The next batch of whole revisions (waiting for at least one).
-    pub async fn next(&mut self, node: &Node) -> Result<Vec<Change>, ApiError> {
-        loop {
-            let current = self.applied.borrow_and_update().revision;
-            if self.next_revision <= current {
-                let reader = node.reader.clone();
-                let from = self.next_revision;
-                let (changes, last) = tokio::task::spawn_blocking(move || {
-                    reader.whole_revisions(from, current, WATCH_BATCH_ROWS, false)
-                })
-                .await
-                .map_err(|error| ApiError::Internal(error.to_string()))?
-                .map_err(|error| ApiError::Internal(error.to_string()))?;
-                self.next_revision = last + 1;
-                return Ok(changes);
-            }
-            if self.applied.changed().await.is_err() {
-                return Err(NodeError::Stopped.into());
             }
         }
     }

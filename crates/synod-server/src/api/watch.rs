@@ -27,9 +27,8 @@ use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::require_leader;
-use crate::limits::{
-    INLINE_READ_REVISIONS_MAX, WATCHERS_PER_STREAM_MAX, WATCH_BATCH_ROWS, WATCH_RESPONSES_BUFFERED,
-};
+use crate::history_cursor::HistoryCursor;
+use crate::limits::{WATCHERS_PER_STREAM_MAX, WATCH_RESPONSES_BUFFERED};
 use crate::node::Node;
 
 /// etcd's id for "no watch" in responses that concern the whole stream.
@@ -83,14 +82,13 @@ impl Watch for WatchService {
     }
 }
 
-/// One watch: a key span and the next revision it has not yet seen.
+/// One watch: a key span and where it is in the history.
 struct Watcher {
     key: Vec<u8>,
     range_end: Vec<u8>,
-    next_revision: i64,
+    cursor: HistoryCursor,
     no_put: bool,
     no_delete: bool,
-    prev_kv: bool,
     progress_notify: bool,
     fragment: bool,
     /// When the watcher last sent anything (for progress notifications).
@@ -210,7 +208,7 @@ impl WatchSession {
                 if self
                     .watchers
                     .values()
-                    .all(|watcher| watcher.next_revision > revision)
+                    .all(|watcher| watcher.cursor.next_revision() > revision)
                 {
                     self.send(WatchResponse {
                         header: self.header(revision),
@@ -268,14 +266,16 @@ impl WatchSession {
         let watcher = Watcher {
             key,
             range_end: create.range_end,
-            next_revision: if create.start_revision > 0 {
-                create.start_revision
-            } else {
-                revision + 1
-            },
+            cursor: HistoryCursor::at(
+                if create.start_revision > 0 {
+                    create.start_revision
+                } else {
+                    revision + 1
+                },
+                create.prev_kv,
+            ),
             no_put: filters.contains(&(FilterType::Noput as i32)),
             no_delete: filters.contains(&(FilterType::Nodelete as i32)),
-            prev_kv: create.prev_kv,
             progress_notify: create.progress_notify,
             fragment: create.fragment,
             last_sent: tokio::time::Instant::now(),
@@ -301,14 +301,14 @@ impl WatchSession {
         let ids: Vec<i64> = self
             .watchers
             .iter()
-            .filter(|(_, watcher)| watcher.next_revision <= revision)
+            .filter(|(_, watcher)| watcher.cursor.next_revision() <= revision)
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
             let Some(watcher) = self.watchers.get(&id) else {
                 continue;
             };
-            if watcher.next_revision < compacted {
+            if watcher.cursor.next_revision() < compacted {
                 self.watchers.remove(&id);
                 self.send(WatchResponse {
                     header: self.header(revision),
@@ -320,32 +320,24 @@ impl WatchSession {
                 .await?;
                 continue;
             }
-            let reader = self.node.reader.clone();
-            let (from, with_previous) = (watcher.next_revision, watcher.prev_kv);
-            let read_history =
-                move || reader.whole_revisions(from, revision, WATCH_BATCH_ROWS, with_previous);
-            let read = if revision - from < INLINE_READ_REVISIONS_MAX {
-                Ok(read_history())
-            } else {
-                tokio::task::spawn_blocking(read_history).await
-            };
-            let (changes, last_complete) = match read {
-                Ok(Ok(read)) => read,
-                Ok(Err(error)) => return Err(self.fail(error.to_string()).await),
+            let mut cursor = watcher.cursor;
+            let changes = match cursor.read(&self.node.reader, revision).await {
+                Ok(changes) => changes,
                 Err(error) => return Err(self.fail(error.to_string()).await),
             };
+            let last_complete = cursor.last_read();
             if last_complete < revision {
                 caught_up = false;
             }
             let Some(watcher) = self.watchers.get_mut(&id) else {
                 continue;
             };
+            watcher.cursor = cursor;
             let events: Vec<Event> = changes
                 .into_iter()
                 .map(|change| change.event)
                 .filter(|event| watcher.wants(event))
                 .collect();
-            watcher.next_revision = last_complete + 1;
             if events.is_empty() {
                 continue;
             }
@@ -387,7 +379,7 @@ impl WatchSession {
             .iter()
             .filter(|(_, watcher)| {
                 watcher.progress_notify
-                    && watcher.next_revision > revision
+                    && watcher.cursor.next_revision() > revision
                     && watcher.last_sent <= previous_tick
             })
             .map(|(id, _)| *id)
