@@ -13,12 +13,11 @@ use std::sync::Arc;
 use openraft::Raft;
 use synod_proto::synodpb::Command as CommandMessage;
 use synod_proto::synodpeer::{ForwardRequest, ForwardedResult};
-use synod_storage::{NodeId, TypeConfig};
+use synod_storage::{GroupId, NodeId, TypeConfig};
 use tokio::time::Instant;
 
 use crate::batch::{Batcher, Limit};
 use crate::forward_link::ForwardLinks;
-use crate::group::DEFAULT_GROUP;
 use crate::leadership::leader_elsewhere;
 use crate::limits::{
     COMMANDS_PER_FORWARD_MAX, FORWARDS_IN_FLIGHT, PEER_MESSAGE_BYTES_MAX, REQUEST_TIMEOUT,
@@ -43,7 +42,12 @@ pub enum ForwardError {
 pub type Forwards = Batcher<CommandMessage, Forwarded>;
 
 /// The forwards of member `me`, to whichever member `raft` says leads.
-pub fn forwards(raft: Raft<TypeConfig>, peers: PeerClients, me: NodeId) -> Arc<Forwards> {
+pub fn forwards(
+    raft: Raft<TypeConfig>,
+    group: GroupId,
+    peers: PeerClients,
+    me: NodeId,
+) -> Arc<Forwards> {
     use prost::Message;
     let limit = Limit {
         in_flight: FORWARDS_IN_FLIGHT,
@@ -54,13 +58,21 @@ pub fn forwards(raft: Raft<TypeConfig>, peers: PeerClients, me: NodeId) -> Arc<F
     };
     let links = Arc::new(ForwardLinks::default());
     Batcher::new(limit, move |commands| {
-        forward(raft.clone(), peers.clone(), links.clone(), me, commands)
+        forward(
+            raft.clone(),
+            group,
+            peers.clone(),
+            links.clone(),
+            me,
+            commands,
+        )
     })
 }
 
 /// One round: sends `commands` to the leader and answers each.
 async fn forward(
     raft: Raft<TypeConfig>,
+    group: GroupId,
     peers: PeerClients,
     links: Arc<ForwardLinks>,
     me: NodeId,
@@ -78,7 +90,7 @@ async fn forward(
         }
     };
     let request = ForwardRequest {
-        group_id: DEFAULT_GROUP,
+        group_id: group,
         commands,
     };
     let url = leader.peer_urls.first().map_or("", String::as_str);

@@ -30,6 +30,7 @@ pub mod proposal;
 pub mod raft;
 pub mod read_index;
 pub mod receive_budget;
+pub mod replicas;
 pub mod server;
 pub mod transfer;
 

@@ -11,7 +11,6 @@ use synod_proto::synodpeer::RaftMessage;
 use synod_storage::{member_attributes, MemberNode, NodeId};
 use tokio::time::Instant;
 
-use crate::group::DEFAULT_GROUP;
 use crate::leadership::{until_done, Attempt};
 use crate::limits::{
     CAUGHT_UP_LAG_ENTRIES, MEMBERSHIP_CATCH_UP, PROMOTION_CHECK_INTERVAL, REQUEST_TIMEOUT,
@@ -178,7 +177,7 @@ impl Node {
     ) -> Option<Result<(), MembershipError>> {
         let mut client = self.peers.for_node(leader).ok()?;
         let mut request = tonic::Request::new(RaftMessage {
-            group_id: DEFAULT_GROUP,
+            group_id: self.group,
             payload: codec::encode(change).ok()?,
         });
         request.set_timeout(
@@ -229,9 +228,9 @@ pub async fn promote_added_voters(node: &Node) {
             continue;
         }
         // The store is read off the async workers (a read may wait on a commit).
-        let db = node.db.clone();
+        let (db, group) = (node.db.clone(), node.group);
         let Ok(Ok(attributes)) =
-            tokio::task::spawn_blocking(move || member_attributes(&db, DEFAULT_GROUP)).await
+            tokio::task::spawn_blocking(move || member_attributes(&db, group)).await
         else {
             continue;
         };

@@ -11,13 +11,12 @@ use synod_proto::etcdserverpb::ResponseHeader;
 use synod_proto::synodpb::{Command as CommandMessage, CommandResult as ResultMessage};
 use synod_proto::synodpeer::LeaseRequest;
 use synod_storage::mvcc::MvccReader;
-use synod_storage::{Applied, MemberNode, NodeId, TypeConfig};
+use synod_storage::{Applied, GroupId, MemberNode, NodeId, TypeConfig};
 use synod_storage::{LogStore, Store};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::forward::{ForwardError, Forwards};
-use crate::group::DEFAULT_GROUP;
 use crate::leadership::{leader_elsewhere, until_done, Attempt};
 use crate::lease::{KeeperError, LeaseKeeper, LeaseTtl};
 use crate::limits::{Limits, REQUEST_TIMEOUT};
@@ -46,6 +45,8 @@ pub struct MemberInfo {
 pub struct Node {
     /// Who this member is.
     pub member: MemberInfo,
+    /// The Raft group this is a replica of.
+    pub group: GroupId,
     /// The Raft instance of the default group.
     pub raft: Raft<TypeConfig>,
     /// The default group's Raft log, which Raft writes; read here only for its
@@ -306,7 +307,7 @@ impl Node {
     ) -> Option<Option<LeaseTtl>> {
         let mut client = self.peers.for_node(leader).ok()?;
         let mut request = tonic::Request::new(LeaseRequest {
-            group_id: DEFAULT_GROUP,
+            group_id: self.group,
             lease_id: id,
         });
         request.set_timeout(

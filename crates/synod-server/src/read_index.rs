@@ -14,10 +14,9 @@ use std::time::Duration;
 use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::Raft;
 use synod_proto::synodpeer::ReadIndexRequest;
-use synod_storage::{NodeId, TypeConfig};
+use synod_storage::{GroupId, NodeId, TypeConfig};
 
 use crate::batch::{Batcher, Limit};
-use crate::group::DEFAULT_GROUP;
 use crate::leadership::leader_elsewhere;
 use crate::limits::REQUEST_TIMEOUT;
 use crate::raft::network::PeerClients;
@@ -46,12 +45,13 @@ pub fn leader_reads(
 /// Read indexes that member `me` asks of the member `raft` says leads.
 pub fn follower_reads(
     raft: Raft<TypeConfig>,
+    group: GroupId,
     peers: PeerClients,
     me: NodeId,
 ) -> Arc<FollowerReads> {
     Batcher::new(Limit::unlimited(), move |reads: Vec<()>| {
         let (raft, peers) = (raft.clone(), peers.clone());
-        async move { vec![ask_leader_for_read_index(raft, peers, me).await; reads.len()] }
+        async move { vec![ask_leader_for_read_index(raft, group, peers, me).await; reads.len()] }
     })
 }
 
@@ -94,14 +94,13 @@ async fn confirm_leadership(
 /// One follower round: asks the member this one believes leads for a read index.
 async fn ask_leader_for_read_index(
     raft: Raft<TypeConfig>,
+    group: GroupId,
     peers: PeerClients,
     me: NodeId,
 ) -> Option<u64> {
     let leader = leader_elsewhere(&raft, me)?;
     let mut client = peers.for_node(&leader).ok()?;
-    let mut request = tonic::Request::new(ReadIndexRequest {
-        group_id: DEFAULT_GROUP,
-    });
+    let mut request = tonic::Request::new(ReadIndexRequest { group_id: group });
     request.set_timeout(Duration::from_secs(2));
     client
         .read_index(request)

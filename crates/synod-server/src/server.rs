@@ -61,6 +61,7 @@ use crate::raft::network::{PeerClients, PeerNetworkFactory};
 use crate::raft::peer_service::PeerService;
 use crate::raft::pre_vote;
 use crate::receive_budget::{ClientConnection, ReceiveBudgetLayer};
+use crate::replicas::Replicas;
 use crate::{forward, point_reads, proposal, read_index};
 
 /// Why a node could not start or stopped abnormally.
@@ -254,6 +255,7 @@ pub async fn run(
 
     let transfer_gate = Arc::new(tokio::sync::RwLock::new(()));
     let node = Arc::new(Node {
+        group: DEFAULT_GROUP,
         member: MemberInfo {
             id: expected.member_id,
             cluster_id: expected.cluster_id,
@@ -275,13 +277,23 @@ pub async fn run(
         recovered_log_index,
         proposals: proposal::proposals(raft.clone(), transfer_gate.clone()),
         point_reads: point_reads::point_reads(MvccReader::new(db.clone(), DEFAULT_GROUP)),
-        forwards: forward::forwards(raft.clone(), peers.clone(), expected.member_id),
+        forwards: forward::forwards(
+            raft.clone(),
+            DEFAULT_GROUP,
+            peers.clone(),
+            expected.member_id,
+        ),
         leader_reads: read_index::leader_reads(
             raft.clone(),
             transfer_gate.clone(),
             recovered_log_index,
         ),
-        follower_reads: read_index::follower_reads(raft.clone(), peers.clone(), expected.member_id),
+        follower_reads: read_index::follower_reads(
+            raft.clone(),
+            DEFAULT_GROUP,
+            peers.clone(),
+            expected.member_id,
+        ),
         transfer_gate,
     });
 
@@ -422,7 +434,7 @@ async fn removed_per_peers(node: &Node) -> bool {
             continue;
         };
         let mut request = tonic::Request::new(MembershipRequest {
-            group_id: DEFAULT_GROUP,
+            group_id: node.group,
         });
         request.set_timeout(Duration::from_secs(1));
         let Ok(response) = client.membership(request).await else {
@@ -589,9 +601,12 @@ async fn serve_peers(
 ) -> Result<(), ServerError> {
     tonic::transport::Server::builder()
         .add_service(
-            RaftPeerServer::new(PeerService::new(node))
-                .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
-                .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
+            RaftPeerServer::new(PeerService::new(
+                node.member.clone(),
+                Arc::new(Replicas::new([node])),
+            ))
+            .max_decoding_message_size(PEER_MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(PEER_MESSAGE_BYTES_MAX),
         )
         .serve_with_incoming_shutdown(listener::accept(listener), stopped(stop))
         .await?;
@@ -612,7 +627,7 @@ async fn publish_attributes(
     };
     let publish = async {
         loop {
-            let known = member_attributes(&node.db, DEFAULT_GROUP)
+            let known = member_attributes(&node.db, node.group)
                 .map(|all| {
                     all.iter().any(|stored| {
                         stored.member_id == attributes.member_id

@@ -13,7 +13,6 @@ use std::time::Duration;
 use synod_proto::synodpeer::TimeoutNowRequest;
 use tokio::time::Instant;
 
-use crate::group::DEFAULT_GROUP;
 use crate::limits::TRANSFER_LEASE_MARGIN;
 use crate::membership::matched_index;
 use crate::node::Node;
@@ -72,7 +71,7 @@ pub async fn move_leader(node: &Node, target: NodeId) -> Result<(), TransferErro
         .for_node(&target_node)
         .map_err(|_| TransferError::BadTarget(target))?;
     let mut request = tonic::Request::new(TimeoutNowRequest {
-        group_id: DEFAULT_GROUP,
+        group_id: node.group,
     });
     request.set_timeout(deadline.saturating_duration_since(Instant::now()));
     if let Err(status) = client.timeout_now(request).await {

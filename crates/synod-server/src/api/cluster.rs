@@ -18,7 +18,6 @@ use tonic::{Request, Response, Status};
 
 use super::error::ApiError;
 use crate::config::parse_socket_url;
-use crate::group::DEFAULT_GROUP;
 use crate::identity;
 use crate::membership::MembershipChange;
 use crate::node::Node;
@@ -36,7 +35,7 @@ impl ClusterService {
 
     /// The members as this node knows them.
     pub fn members(&self) -> Result<Vec<Member>, ApiError> {
-        let attributes: HashMap<u64, _> = member_attributes(&self.node.db, DEFAULT_GROUP)
+        let attributes: HashMap<u64, _> = member_attributes(&self.node.db, self.node.group)
             .map_err(|error| ApiError::Internal(error.to_string()))?
             .into_iter()
             .map(|attributes| (attributes.member_id, attributes))

@@ -22,7 +22,6 @@ use tonic::{Request, Response, Status};
 use super::commit::{commit, unexpected};
 use super::error::{unimplemented, ApiError};
 use crate::disk_guard;
-use crate::group::DEFAULT_GROUP;
 use crate::limits::CLIENT_SNAPSHOT_CHUNK_BYTES;
 use crate::node::Node;
 use crate::transfer::{self, TransferError};
@@ -192,9 +191,9 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        let store = self.node.db.clone();
+        let (store, group) = (self.node.db.clone(), self.node.group);
         let dir = self.node.data_dir.clone();
-        let backup = Self::blocking(move || backup::write(&store, DEFAULT_GROUP, &dir)).await?;
+        let backup = Self::blocking(move || backup::write(&store, group, &dir)).await?;
         tracing::info!(
             revision = backup.revision,
             bytes = backup.bytes,

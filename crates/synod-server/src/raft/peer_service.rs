@@ -12,26 +12,34 @@ use synod_proto::synodpeer::{
     MembershipResponse, NodeInfoRequest, NodeInfoResponse, PeerMember, RaftMessage,
     ReadIndexRequest, ReadIndexResponse, TimeoutNowRequest, TimeoutNowResponse,
 };
-use synod_storage::{NodeId, TypeConfig};
+use synod_storage::{GroupId, NodeId, TypeConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{codec, pre_vote};
 use crate::forward;
-use crate::group::DEFAULT_GROUP;
 use crate::limits::FORWARDS_SERVED_AT_ONCE;
 use crate::membership::{LocalChange, MembershipChange, MembershipError};
-use crate::node::{LeaseQuery, Node};
+use crate::node::{LeaseQuery, MemberInfo, Node};
 use crate::outcome::not_leader;
+use crate::replicas::Replicas;
 
-/// Serves the peer RPC for one node.
+/// Serves the peer RPC of one member, handing each message to the replica of its
+/// group.
 pub struct PeerService {
-    node: Arc<Node>,
+    member: MemberInfo,
+    replicas: Arc<Replicas>,
 }
 
 impl PeerService {
-    /// The peer service of `node`.
-    pub fn new(node: Arc<Node>) -> Self {
-        Self { node }
+    /// The peer service of member `member`, which hosts `replicas`.
+    pub fn new(member: MemberInfo, replicas: Arc<Replicas>) -> Self {
+        Self { member, replicas }
+    }
+
+    /// The replica of `group`, or the refusal of a message for a group this member
+    /// does not host.
+    fn replica(&self, group: GroupId) -> Result<Arc<Node>, Status> {
+        replica(&self.replicas, group)
     }
 
     fn lease_query(
@@ -39,8 +47,8 @@ impl PeerService {
         request: LeaseRequest,
         query: LeaseQuery,
     ) -> Result<Response<LeaseDeadline>, Status> {
-        check_group(request.group_id)?;
-        match self.node.local_lease_query(request.lease_id, query) {
+        let node = self.replica(request.group_id)?;
+        match node.local_lease_query(request.lease_id, query) {
             Ok(Some(answer)) => Ok(Response::new(LeaseDeadline {
                 found: answer.is_some(),
                 granted_ttl: answer.map_or(0, |ttl| ttl.granted),
@@ -52,29 +60,26 @@ impl PeerService {
     }
 }
 
-fn check_group(group: u64) -> Result<(), Status> {
-    if group == DEFAULT_GROUP {
-        Ok(())
-    } else {
-        Err(Status::not_found(format!(
-            "this node hosts no raft group {group}"
-        )))
-    }
+fn replica(replicas: &Replicas, group: GroupId) -> Result<Arc<Node>, Status> {
+    replicas
+        .get(group)
+        .cloned()
+        .ok_or_else(|| Status::not_found(format!("this node hosts no raft group {group}")))
 }
 
-/// Hands one AppendEntries message to Raft and encodes its answer.
-async fn append_entries(node: &Node, message: RaftMessage) -> Result<RaftMessage, Status> {
-    check_group(message.group_id)?;
+/// Hands one AppendEntries message to its group's Raft and encodes the answer.
+async fn append_entries(replicas: &Replicas, message: RaftMessage) -> Result<RaftMessage, Status> {
+    let node = replica(replicas, message.group_id)?;
     let rpc: AppendEntriesRequest<TypeConfig> = codec::decode(&message.payload)?;
     Ok(RaftMessage {
-        group_id: DEFAULT_GROUP,
+        group_id: message.group_id,
         payload: codec::encode(&node.raft.append_entries(rpc).await)?,
     })
 }
 
-fn reply<T: serde::Serialize>(result: &T) -> Result<Response<RaftMessage>, Status> {
+fn reply<T: serde::Serialize>(group: GroupId, result: &T) -> Result<Response<RaftMessage>, Status> {
     Ok(Response::new(RaftMessage {
-        group_id: DEFAULT_GROUP,
+        group_id: group,
         payload: codec::encode(result)?,
     }))
 }
@@ -85,7 +90,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
-        append_entries(&self.node, request.into_inner())
+        append_entries(&self.replicas, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -96,20 +101,20 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<Self::AppendEntriesStreamStream>, Status> {
-        let node = self.node.clone();
+        let replicas = self.replicas.clone();
         // One request at a time, answered in order; a bad message ends the stream.
         let answers = request.into_inner().then(move |message| {
-            let node = node.clone();
-            async move { append_entries(&node, message?).await }
+            let replicas = replicas.clone();
+            async move { append_entries(&replicas, message?).await }
         });
         Ok(Response::new(Box::pin(answers)))
     }
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let message = request.into_inner();
-        check_group(message.group_id)?;
+        let node = self.replica(message.group_id)?;
         let rpc: VoteRequest<NodeId> = codec::decode(&message.payload)?;
-        reply(&self.node.raft.vote(rpc).await)
+        reply(message.group_id, &node.raft.vote(rpc).await)
     }
 
     async fn pre_vote(
@@ -117,12 +122,12 @@ impl RaftPeer for PeerService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let message = request.into_inner();
-        check_group(message.group_id)?;
+        let node = self.replica(message.group_id)?;
         let rpc: VoteRequest<NodeId> = codec::decode(&message.payload)?;
-        let response = pre_vote::answer(&self.node, &rpc)
+        let response = pre_vote::answer(&node, &rpc)
             .await
             .ok_or_else(|| Status::unavailable("raft has stopped"))?;
-        reply(&response)
+        reply(message.group_id, &response)
     }
 
     async fn install_snapshot(
@@ -130,9 +135,9 @@ impl RaftPeer for PeerService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let message = request.into_inner();
-        check_group(message.group_id)?;
+        let node = self.replica(message.group_id)?;
         let rpc: InstallSnapshotRequest<TypeConfig> = codec::decode(&message.payload)?;
-        reply(&self.node.raft.install_snapshot(rpc).await)
+        reply(message.group_id, &node.raft.install_snapshot(rpc).await)
     }
 
     async fn forward(
@@ -140,8 +145,8 @@ impl RaftPeer for PeerService {
         request: Request<ForwardRequest>,
     ) -> Result<Response<ForwardResponse>, Status> {
         let message = request.into_inner();
-        check_group(message.group_id)?;
-        let results = forward::serve(&self.node.proposals, message.commands).await;
+        let node = self.replica(message.group_id)?;
+        let results = forward::serve(&node.proposals, message.commands).await;
         Ok(Response::new(ForwardResponse { results }))
     }
 
@@ -151,15 +156,15 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<Streaming<ForwardRequest>>,
     ) -> Result<Response<Self::ForwardStreamStream>, Status> {
-        let node = self.node.clone();
+        let replicas = self.replicas.clone();
         // Rounds are served together and answered in the order they came.
         let answers = request
             .into_inner()
             .map(move |message| {
-                let node = node.clone();
+                let replicas = replicas.clone();
                 async move {
                     let message = message?;
-                    check_group(message.group_id)?;
+                    let node = replica(&replicas, message.group_id)?;
                     let results = forward::serve(&node.proposals, message.commands).await;
                     Ok(ForwardResponse { results })
                 }
@@ -172,9 +177,8 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<TimeoutNowRequest>,
     ) -> Result<Response<TimeoutNowResponse>, Status> {
-        check_group(request.into_inner().group_id)?;
-        self.node
-            .raft
+        let node = self.replica(request.into_inner().group_id)?;
+        node.raft
             .trigger()
             .elect()
             .await
@@ -186,10 +190,10 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        check_group(request.into_inner().group_id)?;
-        let read_index = self.node.local_read_index().await?;
+        let node = self.replica(request.into_inner().group_id)?;
+        let read_index = node.local_read_index().await?;
         let (leader_id, term) = {
-            let server = self.node.raft.server_metrics();
+            let server = node.raft.server_metrics();
             let server = server.borrow();
             (server.current_leader, server.vote.leader_id().get_term())
         };
@@ -219,24 +223,24 @@ impl RaftPeer for PeerService {
         request: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let message = request.into_inner();
-        check_group(message.group_id)?;
+        let node = self.replica(message.group_id)?;
         let change: MembershipChange = codec::decode(&message.payload)?;
         // `None`: not the leader (nothing changed), so the caller may look elsewhere.
         let outcome: Option<Result<(), MembershipError>> =
-            match self.node.change_membership_local(&change).await {
+            match node.change_membership_local(&change).await {
                 Ok(()) => Some(Ok(())),
                 Err(LocalChange::Refused(error)) => Some(Err(error)),
                 Err(LocalChange::NotLeader(_) | LocalChange::Retry) => None,
             };
-        reply(&outcome)
+        reply(message.group_id, &outcome)
     }
 
     async fn membership(
         &self,
         request: Request<MembershipRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
-        check_group(request.into_inner().group_id)?;
-        let metrics = self.node.raft.metrics().borrow().clone();
+        let node = self.replica(request.into_inner().group_id)?;
+        let metrics = node.raft.metrics().borrow().clone();
         let membership = metrics.membership_config.membership();
         let voters: Vec<u64> = membership.voter_ids().collect();
         let config_index = metrics
@@ -245,7 +249,7 @@ impl RaftPeer for PeerService {
             .map_or(0, |log_id| log_id.index);
         let applied = metrics.last_applied.map_or(0, |log_id| log_id.index);
         Ok(Response::new(MembershipResponse {
-            cluster_id: self.node.member.cluster_id,
+            cluster_id: node.member.cluster_id,
             config_index,
             config_applied: metrics.membership_config.log_id().is_some() && config_index <= applied,
             members: membership
@@ -264,7 +268,7 @@ impl RaftPeer for PeerService {
         &self,
         _request: Request<NodeInfoRequest>,
     ) -> Result<Response<NodeInfoResponse>, Status> {
-        let member = &self.node.member;
+        let member = &self.member;
         Ok(Response::new(NodeInfoResponse {
             member_id: member.id,
             cluster_id: member.cluster_id,

@@ -29,7 +29,6 @@ use synod_storage::{LogId, MemberNode, NodeId, TypeConfig};
 use tokio::time::Instant;
 
 use super::codec;
-use crate::group::DEFAULT_GROUP;
 use crate::limits::PEER_RPC_TIMEOUT;
 use crate::node::Node;
 
@@ -222,7 +221,7 @@ async fn majority_would_vote(node: &Node, state: &VoterState, timing: &Timing) -
         .filter_map(|(id, member)| Some((id, node.peers.for_node(member).ok()?)))
         .map(|(id, mut client)| {
             let mut grpc_request = tonic::Request::new(RaftMessage {
-                group_id: DEFAULT_GROUP,
+                group_id: node.group,
                 payload: payload.clone(),
             });
             grpc_request.set_timeout(deadline);
