@@ -124,7 +124,7 @@ impl Node {
         until_done(
             deadline,
             || NodeError::NoLeader,
-            || self.propose_once(command.clone(), deadline),
+            || self.propose_once(&command, deadline),
         )
         .await
     }
@@ -133,7 +133,7 @@ impl Node {
     /// at the leader if one is known.
     async fn propose_once(
         &self,
-        command: CommandMessage,
+        command: &CommandMessage,
         deadline: Instant,
     ) -> Attempt<ResultMessage, NodeError> {
         // A follower that knows the leader skips proposing locally only to be
@@ -148,7 +148,7 @@ impl Node {
         if leader_elsewhere(&self.raft, self.member.id).is_none() {
             return Attempt::NotDone;
         }
-        let forwarded = tokio::time::timeout_at(deadline, self.forwards.submit(command));
+        let forwarded = tokio::time::timeout_at(deadline, self.forwards.submit(command.clone()));
         Attempt::Done(match forwarded.await {
             Ok(Some(Ok(committed))) => {
                 // Answer only once this member has applied the write too, as etcd
