@@ -6,9 +6,9 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{endpoints_in, failure, Cli, Command};
 
 /// jemalloc, not the system allocator: the request path allocates many small
 /// buffers on one thread and frees them on another, which glibc's malloc serves
@@ -18,7 +18,9 @@ use crate::cli::{Cli, Command};
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let debug = cli.debug;
     let result = match cli.command {
         Command::Serve(flags) => cli::serve::run(flags).map(|()| 0),
         Command::Get(flags) => cli::kv::get(flags).map(|()| 0),
@@ -35,8 +37,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) if debug => {
+            eprintln!("synod: {error:?}");
+            ExitCode::FAILURE
+        }
         Err(error) => {
-            eprintln!("synod: {error:#}");
+            let endpoints = endpoints_in(&matches);
+            eprintln!("synod: {}", failure::explain(&error, endpoints.as_deref()));
             ExitCode::FAILURE
         }
     }

@@ -40,6 +40,13 @@ pub fn block_on<F: std::future::Future<Output = anyhow::Result<T>>, T>(
         .block_on(future)
 }
 
+/// Refuses an empty key before anything is sent (etcd would refuse it too, with
+/// less to go on).
+pub fn require_key(key: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(!key.is_empty(), "the key is empty: give a key");
+    Ok(())
+}
+
 /// Parses a lease id the way etcdctl prints and reads them: hexadecimal.
 pub fn parse_lease_id(value: &str) -> Result<i64, String> {
     i64::from_str_radix(value.trim_start_matches("0x"), 16)

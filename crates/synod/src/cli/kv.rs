@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use super::client::{block_on, parse_lease_id, Endpoints};
+use super::client::{block_on, parse_lease_id, require_key, Endpoints};
 use synod_client::Fence;
 
 /// `synod get KEY`: prints the value.
@@ -46,6 +46,7 @@ pub struct DelFlags {
 
 /// Runs `synod get`.
 pub fn get(flags: GetFlags) -> anyhow::Result<()> {
+    require_key(&flags.key)?;
     block_on(async {
         let client = flags.endpoints.connect()?;
         match client.get(flags.key.as_bytes()).await? {
@@ -60,6 +61,7 @@ pub fn get(flags: GetFlags) -> anyhow::Result<()> {
 
 /// Runs `synod put`.
 pub fn put(flags: PutFlags) -> anyhow::Result<()> {
+    require_key(&flags.key)?;
     block_on(async {
         let client = flags.endpoints.connect()?;
         let revision = match (flags.fence_key, flags.fence_token) {
@@ -83,6 +85,7 @@ pub fn put(flags: PutFlags) -> anyhow::Result<()> {
 
 /// Runs `synod del`.
 pub fn del(flags: DelFlags) -> anyhow::Result<()> {
+    require_key(&flags.key)?;
     block_on(async {
         let deleted = flags.endpoints.connect()?.delete(flags.key).await?;
         println!("{deleted}");

@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod elect;
+pub mod failure;
 pub mod kv;
 pub mod lease;
 pub mod lock;
@@ -9,16 +10,30 @@ pub mod serve;
 pub mod snapshot;
 pub mod watch;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, Parser, Subcommand};
 
 /// synod: a strongly consistent coordination and data service that speaks the etcd v3
 /// API.
 #[derive(Debug, Parser)]
 #[command(name = "synod", version)]
 pub struct Cli {
+    /// On failure, print the whole chain of causes instead of one line.
+    #[arg(long, global = true)]
+    pub debug: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The `--endpoints` value the command in `matches` runs with, if it takes one
+/// (every client command does, at whatever depth of subcommand).
+pub fn endpoints_in(matches: &ArgMatches) -> Option<String> {
+    let here = matches
+        .try_get_one::<String>("endpoints")
+        .ok()
+        .flatten()
+        .cloned();
+    here.or_else(|| endpoints_in(matches.subcommand()?.1))
 }
 
 /// The commands.
