@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Lock(flags) => cli::lock::run(flags),
         Command::Elect(flags) => cli::elect::run(flags).map(|()| 0),
         Command::Snapshot(flags) => cli::snapshot::run(flags).map(|()| 0),
+        Command::Completion(flags) => cli::completion::run(&flags).map(|()| 0),
         Command::Bench(args) => synod_bench::run(args)
             .map(|()| 0)
             .map_err(anyhow::Error::from),

@@ -1,6 +1,7 @@
 //! Command-line interface: one module per command.
 
 pub mod client;
+pub mod completion;
 pub mod elect;
 pub mod failure;
 pub mod kv;
@@ -12,10 +13,21 @@ pub mod watch;
 
 use clap::{ArgMatches, Parser, Subcommand};
 
+/// The version `--version` prints: the release, the commit it was built from and
+/// the build profile.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SYNOD_COMMIT"),
+    ", ",
+    env!("SYNOD_PROFILE"),
+    " build)"
+);
+
 /// synod: a strongly consistent coordination and data service that speaks the etcd v3
 /// API.
 #[derive(Debug, Parser)]
-#[command(name = "synod", version)]
+#[command(name = "synod", version = VERSION)]
 pub struct Cli {
     /// On failure, print the whole chain of causes instead of one line.
     #[arg(long, global = true)]
@@ -63,4 +75,6 @@ pub enum Command {
     /// Drive load through the etcd v3 API (against synod or etcd) and report
     /// operations per second and latency percentiles.
     Bench(synod_bench::BenchArgs),
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completion(completion::CompletionFlags),
 }
