@@ -4,19 +4,19 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
+use std::time::Duration;
 
-use common::synod_binary;
+use common::{run_command, synod_binary};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
 
 fn stdout_of(args: &[&str]) -> String {
-    let output = Command::new(synod_binary())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run synod");
-    assert!(output.status.success(), "synod {args:?}: {output:?}");
-    String::from_utf8(output.stdout).unwrap()
+    let mut command = Command::new(synod_binary());
+    command.args(args);
+    let output = run_command(command, None, TIMEOUT);
+    assert_eq!(output.code, 0, "synod {args:?}: {output:?}");
+    output.stdout
 }
 
 #[test]
@@ -45,23 +45,13 @@ fn completion_scripts_cover_the_commands_and_bash_parses_its_own() {
         assert!(bash.contains(command), "bash completion lacks {command}");
     }
     // bash -n reads the script without running it: it must parse.
-    let mut check = Command::new("bash")
-        .arg("-n")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run bash");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(bash.as_bytes())
-        .unwrap();
-    let checked = check.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
+    let mut check = Command::new("bash");
+    check.arg("-n");
+    let checked = run_command(check, Some(bash.into_bytes()), TIMEOUT);
+    assert_eq!(
+        checked.code, 0,
         "bash cannot parse the script: {}",
-        String::from_utf8_lossy(&checked.stderr)
+        checked.stderr
     );
 
     assert!(stdout_of(&["completion", "zsh"]).starts_with("#compdef synod"));

@@ -6,45 +6,25 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{free_port, synod_binary, Cluster};
+use common::{free_port, run_command, synod_binary, Cluster};
 
 /// Runs `synod` with `args` (and `env`) to its end, bounded; returns (exit code,
 /// stderr).
-fn run(args: &[String], env: &[(&'static str, String)]) -> (Option<i32>, String) {
+fn run(args: &[String], env: &[(&'static str, String)]) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
     let mut command = Command::new(synod_binary());
     command
         .args(args)
         .env_remove("SYNOD_ENDPOINTS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .current_dir(dir.path());
     for (name, value) in env {
         command.env(name, value);
     }
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = command
-        .current_dir(dir.path())
-        .spawn()
-        .expect("spawn synod");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let output = child.wait_with_output().expect("output");
-            return (
-                status.code(),
-                String::from_utf8_lossy(&output.stderr).into_owned(),
-            );
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("synod {args:?} did not exit within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let output = run_command(command, None, Duration::from_secs(30));
+    (output.code, output.stderr)
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -124,7 +104,7 @@ fn each_common_failure_prints_one_line_that_says_what_to_do() {
     ];
     for (case, args, env, expected) in cases {
         let (code, stderr) = run(&args, &env);
-        assert_eq!(code, Some(1), "{case}: exit code; stderr: {stderr}");
+        assert_eq!(code, 1, "{case}: exit code; stderr: {stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{case}: not one line: {stderr}");
         let line = lines[0];
@@ -146,7 +126,7 @@ fn debug_prints_the_chain_of_causes() {
         &args(&["get", "foo", "--endpoints", &nobody, "--debug"]),
         &[],
     );
-    assert_eq!(code, Some(1));
+    assert_eq!(code, 1);
     assert!(stderr.contains("Caused by"), "{stderr}");
     assert!(stderr.contains("Connection refused"), "{stderr}");
 }
@@ -160,7 +140,7 @@ async fn a_refusal_by_the_cluster_is_its_message_alone() {
         &args(&["lease", "revoke", "1234", "--endpoints", &endpoints]),
         &[],
     );
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
     assert_eq!(
         stderr.trim_end(),
         "synod: etcdserver: requested lease not found"
