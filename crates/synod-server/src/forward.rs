@@ -116,7 +116,11 @@ fn forwarded(answer: ForwardedResult) -> Forwarded {
         message,
         not_proposed,
     } = answer;
-    if not_proposed {
+    // A leader of an earlier version marks nothing: its refusal is known by its
+    // status alone (kept so a rolling upgrade loses no safe retry).
+    let refusal = not_leader();
+    let refused_by_older_leader = code == refusal.code() as i32 && message == refusal.message();
+    if not_proposed || refused_by_older_leader {
         return Err(ForwardError::NotProposed);
     }
     if code != tonic::Code::Ok as i32 {
@@ -187,9 +191,9 @@ pub async fn serve(
                 ..Default::default()
             },
             Err(error) => {
-                let not_proposed = matches!(error, ProposeError::NotLeader(_));
+                let not_proposed = matches!(error, ProposeError::NotLeader);
                 let status = match error {
-                    ProposeError::NotLeader(_) => not_leader(),
+                    ProposeError::NotLeader => not_leader(),
                     ProposeError::Node(NodeError::Timeout) => {
                         tonic::Status::deadline_exceeded(NodeError::Timeout.to_string())
                     }
@@ -232,19 +236,24 @@ mod tests {
             link_failure(&tonic::Status::deadline_exceeded("late")),
             ForwardError::Failed(NodeError::Timeout)
         ));
-        // A command the leader did not propose may go again, whatever the text.
-        let refused = |not_proposed| ForwardedResult {
+        // A command the leader did not propose may go again: marked so, or (from a
+        // leader of an earlier version) refused as "not leader".
+        let answer = |message: &str, not_proposed| ForwardedResult {
             code: tonic::Code::FailedPrecondition as i32,
-            message: "synod: not leader".into(),
+            message: message.into(),
             not_proposed,
             ..Default::default()
         };
         assert!(matches!(
-            forwarded(refused(true)),
+            forwarded(answer("anything", true)),
             Err(ForwardError::NotProposed)
         ));
         assert!(matches!(
-            forwarded(refused(false)),
+            forwarded(answer(not_leader().message(), false)),
+            Err(ForwardError::NotProposed)
+        ));
+        assert!(matches!(
+            forwarded(answer("etcdserver: some other refusal", false)),
             Err(ForwardError::Failed(NodeError::Forwarded(_)))
         ));
         // A command the leader itself answered with an error keeps that error.

@@ -141,7 +141,7 @@ impl Node {
         if leader_elsewhere(&self.raft, self.member.id).is_none() {
             match self.proposals.propose(command.clone(), deadline).await {
                 Ok(committed) => return Attempt::Done(Ok(committed.result)),
-                Err(ProposeError::NotLeader(_)) => {}
+                Err(ProposeError::NotLeader) => {}
                 Err(ProposeError::Node(error)) => return Attempt::Done(Err(error)),
             }
         }

@@ -2,9 +2,7 @@
 //! the store refused: committed, never proposed (safe to send again), or failed
 //! with an outcome the client must be told.
 
-use openraft::error::ForwardToLeader;
 use synod_proto::synodpb::CommandResult as ResultMessage;
-use synod_storage::{MemberNode, NodeId};
 
 /// Why a request could not be carried out by the cluster (as opposed to being
 /// refused by the store).
@@ -20,6 +18,10 @@ pub enum NodeError {
     /// answer came back: it may or may not commit.
     #[error("etcdserver: request timed out, possibly due to connection lost")]
     ConnectionLost,
+    /// The leader lost leadership while the request was in its log: it may or may
+    /// not commit (etcd's answer to the same).
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
     /// The node is shutting down.
     #[error("etcdserver: server stopped")]
     Stopped,
@@ -43,8 +45,8 @@ pub struct Committed {
 /// Why a local proposal did not happen.
 #[derive(Debug)]
 pub enum ProposeError {
-    /// This node does not lead; the command was not committed.
-    NotLeader(ForwardToLeader<NodeId, MemberNode>),
+    /// This node does not lead; the command was not proposed.
+    NotLeader,
     /// The node failed.
     Node(NodeError),
 }

@@ -13,15 +13,15 @@
 
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
-use openraft::Raft;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Raft, ServerState};
 use prost::Message;
 use synod_proto::synodpb::command::Op;
 use synod_proto::synodpb::command_result::Result as Outcome;
 use synod_proto::synodpb::{
     Command as CommandMessage, CommandBatch, CommandResult as ResultMessage,
 };
-use synod_storage::{Command, MemberNode, NodeId, TypeConfig};
+use synod_storage::{Command, TypeConfig};
 use tokio::sync::RwLock;
 use tokio::time::Instant;
 
@@ -32,8 +32,15 @@ use crate::outcome::{Committed, NodeError, ProposeError};
 /// Why a batched proposal was not committed.
 #[derive(Debug, Clone)]
 pub enum BatchError {
-    /// This member does not lead; nothing was proposed.
-    NotLeader(ForwardToLeader<NodeId, MemberNode>),
+    /// This member did not lead when the entry was to be handed to Raft; nothing
+    /// was proposed.
+    NotLeader,
+    /// This member led when the entry went to Raft, and lost leadership before it
+    /// committed. openraft answers so both for an entry it never appended and for
+    /// one it appended and then cut from its log, and a cut entry may have reached
+    /// a member that later leads and commits it: the outcome is unknown, and a
+    /// retry could apply the command twice.
+    LeaderChanged,
     /// Raft refused or failed the proposal.
     Raft(String),
     /// Raft has stopped.
@@ -72,7 +79,10 @@ impl Proposals {
         };
         match outcome {
             Some(Ok((result, log_index))) => Ok(Committed { result, log_index }),
-            Some(Err(BatchError::NotLeader(forward))) => Err(ProposeError::NotLeader(forward)),
+            Some(Err(BatchError::NotLeader)) => Err(ProposeError::NotLeader),
+            Some(Err(BatchError::LeaderChanged)) => {
+                Err(ProposeError::Node(NodeError::LeaderChanged))
+            }
             Some(Err(BatchError::Raft(reason))) => {
                 Err(ProposeError::Node(NodeError::Internal(reason)))
             }
@@ -97,6 +107,9 @@ async fn commit(
     };
     let outcome = {
         let _gate = gate.read().await;
+        if raft.server_metrics().borrow().state != ServerState::Leader {
+            return vec![Err(BatchError::NotLeader); count];
+        }
         raft.client_write(Command::new(entry)).await
     };
     let error = match outcome {
@@ -119,9 +132,7 @@ async fn commit(
                 })
                 .collect();
         }
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-            BatchError::NotLeader(forward)
-        }
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => BatchError::LeaderChanged,
         Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
             BatchError::Raft(error.to_string())
         }
