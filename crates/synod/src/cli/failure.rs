@@ -48,7 +48,9 @@ fn io_hint(error: &io::Error) -> Option<&'static str> {
         io::ErrorKind::AddrInUse => Some(
             "is another member or etcd running on it? choose another address with --listen-client-urls or --listen-peer-urls",
         ),
-        io::ErrorKind::PermissionDenied => Some("check the path's owner and permissions"),
+        io::ErrorKind::PermissionDenied => Some(
+            "not allowed: a port below 1024 needs privileges (CAP_NET_BIND_SERVICE); a path, its owner's permissions",
+        ),
         _ => None,
     }
 }
@@ -65,30 +67,47 @@ fn client_error(error: &ClientError, endpoints: Option<&str>) -> String {
 
 /// A status the server sent carries etcd's message, which is what a user of
 /// etcdctl would see; a status the transport made says the cluster was not
-/// reached.
+/// reached, or that the connection to it broke.
 fn status_error(status: &tonic::Status, endpoints: Option<&str>) -> String {
-    match unreachable_reason(status) {
-        Some(reason) => format!(
-            "cannot reach {} ({reason}): is a member running there? set --endpoints or SYNOD_ENDPOINTS",
-            endpoints.unwrap_or("the cluster")
+    let endpoints = endpoints.unwrap_or("the cluster");
+    match transport_failure(status) {
+        Some(Transport::NotReached(reason)) => format!(
+            "cannot reach {endpoints} ({reason}): is a member running there? set --endpoints or SYNOD_ENDPOINTS"
         ),
+        Some(Transport::Lost(reason)) => {
+            format!("the connection to {endpoints} broke ({reason}): try again")
+        }
         None => status.message().to_string(),
     }
 }
 
-/// Why the transport could not reach a member, if that is what `status` says.
-fn unreachable_reason(status: &tonic::Status) -> Option<String> {
+/// How the transport failed under a status.
+enum Transport {
+    /// No connection was made.
+    NotReached(String),
+    /// A connection was made and then broke.
+    Lost(String),
+}
+
+/// What the transport says under `status`, if the status is the transport's.
+fn transport_failure(status: &tonic::Status) -> Option<Transport> {
     let mut source = StdError::source(status);
     let mut transport = false;
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<io::Error>() {
-            return Some(io_reason(io));
+            let reason = io_reason(io);
+            return Some(match io.kind() {
+                io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::BrokenPipe
+                | io::ErrorKind::UnexpectedEof => Transport::Lost(reason),
+                _ => Transport::NotReached(reason),
+            });
         }
         transport |= cause.is::<tonic::transport::Error>();
         source = cause.source();
     }
-    (transport || status.message().contains("tcp connect error"))
-        .then(|| status.message().to_string())
+    transport.then(|| Transport::NotReached(status.message().to_string()))
 }
 
 /// An I/O error as a person says it: "connection refused", not "Connection
